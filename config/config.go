@@ -1,0 +1,235 @@
+// Package config owns turnout's configuration file: its schema, defaults,
+// strict decoding and validation. It reads files and environment variables only;
+// it never starts anything and imports no other turnout package.
+package config
+
+import (
+	"time"
+)
+
+// Config is a whole turnout configuration. Each field's comment is its user
+// documentation: meaning, unit and default.
+type Config struct {
+	// Path is the file this config was read from ("" for embedded defaults).
+	Path string `toml:"-"`
+	// Hash is a short hex digest of the file's bytes, recorded with each switch.
+	Hash string `toml:"-"`
+
+	// Listen is the list of addresses the proxy listens on for client traffic.
+	// Default ["127.0.0.1:8080"]. Changing it needs a restart.
+	Listen []string `toml:"listen"`
+	// TLSListen is the list of addresses that serve HTTPS (HTTP/1.1 and HTTP/2)
+	// with TLSCert and TLSKey. Default: none.
+	TLSListen []string `toml:"tls_listen"`
+	// TLSCert is the PEM certificate file for TLSListen.
+	TLSCert string `toml:"tls_cert"`
+	// TLSKey is the PEM private key file for TLSListen.
+	TLSKey string `toml:"tls_key"`
+	// H2C accepts unencrypted HTTP/2 (prior knowledge) on Listen. Default false.
+	H2C bool `toml:"h2c"`
+	// Control is the unix socket of the control API. Default
+	// "/run/turnout/control.sock". Changing it needs a restart.
+	Control string `toml:"control"`
+	// ControlListen is an optional TCP address for the control API; every request
+	// there needs a bearer token from ControlTokens. Default: off.
+	ControlListen string `toml:"control_listen"`
+	// ControlTokens maps a token's name (the actor in the history) to its value;
+	// a value "env:NAME" is read from the environment variable NAME.
+	ControlTokens map[string]string `toml:"control_tokens"`
+	// State is the bbolt file holding the active pool and the switch history.
+	// Default "/var/lib/turnout/state.db". Changing it needs a restart.
+	State string `toml:"state"`
+	// Initial names the pool that gets traffic on the very first start, when the
+	// state file holds no active pool yet. Default: the first pool by name.
+	Initial string `toml:"initial"`
+	// Active, when set, pins the active pool in this file: editing it runs the
+	// switch protocol and `turnout switch` refuses. Default: unset.
+	Active string `toml:"active"`
+	// MetricsListen is the address of /metrics and the status page. Default: off.
+	MetricsListen string `toml:"metrics_listen"`
+	// TrustedProxies lists the client addresses or CIDRs whose incoming
+	// X-Forwarded-* headers are kept. Default: none (they are replaced).
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// LogLevel is one of trace, debug, info, warn, error. Default "info".
+	LogLevel string `toml:"log_level"`
+	// LogFormat is "text" or "json". Default "text".
+	LogFormat string `toml:"log_format"`
+	// AccessLog logs one line per proxied request. Default false.
+	AccessLog bool `toml:"access_log"`
+
+	Proxy       Proxy       `toml:"proxy"`
+	Switch      Switch      `toml:"switch"`
+	Health      Health      `toml:"health"`
+	Maintenance Maintenance `toml:"maintenance"`
+	// Pools holds exactly two pools, keyed by name ([A-Za-z0-9_-]{1,32}).
+	Pools map[string]*Pool `toml:"pools"`
+}
+
+// Proxy holds the data path settings.
+type Proxy struct {
+	// HoldTimeout is how long a request that cannot be delivered waits for a live
+	// server of the active pool before it gets the maintenance page. Default "10s".
+	HoldTimeout Duration `toml:"hold_timeout"`
+	// HoldMax bounds the number of requests held at once; past it the maintenance
+	// page is served at once. Default 10000.
+	HoldMax int `toml:"hold_max"`
+	// UpstreamTimeout is how long turnout waits for an upstream's response
+	// headers before it answers 504. Default "60s".
+	UpstreamTimeout Duration `toml:"upstream_timeout"`
+	// DialTimeout bounds connecting to an upstream. Default "2s".
+	DialTimeout Duration `toml:"dial_timeout"`
+	// DrainTimeout is how long requests and upgraded connections on a pool that
+	// lost traffic may run before they are closed. Default "30s".
+	DrainTimeout Duration `toml:"drain_timeout"`
+	// ClientHeaderTimeout bounds reading a client's request headers (slowloris
+	// protection). Default "10s".
+	ClientHeaderTimeout Duration `toml:"client_header_timeout"`
+	// ClientIdleTimeout closes idle client keep-alive connections. Default "75s".
+	ClientIdleTimeout Duration `toml:"client_idle_timeout"`
+	// MaxIdlePerServer bounds the idle keep-alive connections kept per upstream
+	// server. Default 256.
+	MaxIdlePerServer int `toml:"max_idle_per_server"`
+	// InterceptErrors replaces the app's own 5xx responses by the maintenance
+	// page (keeping their status). Default false: they pass untouched.
+	InterceptErrors bool `toml:"intercept_errors"`
+}
+
+// Switch holds the switch protocol settings.
+type Switch struct {
+	// Timeout is how long a switch waits for the target pool to become ready
+	// before it aborts; `turnout switch --timeout` overrides it. Default "60s".
+	Timeout Duration `toml:"timeout"`
+	// WarmInterval is the health check interval of a pool being warmed. Default "250ms".
+	WarmInterval Duration `toml:"warm_interval"`
+	// Ready says when a pool is ready: "all" servers up, a count ("2"), or a
+	// share ("50%"). Default "all".
+	Ready Ready `toml:"ready"`
+}
+
+// Health holds health check settings. The [health] table gives the defaults
+// of both pools; a pool's own [pools.NAME.health] overrides field by field
+// (a field left out, or zero, is inherited).
+type Health struct {
+	// Type is "http" (GET Path, check the status and body) or "tcp" (connect).
+	// Default "http".
+	Type string `toml:"type"`
+	// Path is the path of the http check. Default "/healthz".
+	Path string `toml:"path"`
+	// Host is the Host header of the http check. Default: the server's address.
+	Host string `toml:"host"`
+	// ExpectStatus is the passing status range, "200-399" or a list "200,204".
+	// Default "200-399".
+	ExpectStatus StatusRanges `toml:"expect_status"`
+	// ExpectBody, when set, must appear in the http check's response body.
+	ExpectBody string `toml:"expect_body"`
+	// Port, when set, is checked instead of the served port (tcp servers only).
+	Port int `toml:"port"`
+	// Interval is the check interval of the active pool's servers. Default "1s".
+	Interval Duration `toml:"interval"`
+	// StandbyInterval is the check interval of the standby pool. Default "5s".
+	StandbyInterval Duration `toml:"standby_interval"`
+	// Timeout bounds one check. Default "1s".
+	Timeout Duration `toml:"timeout"`
+	// Rise is the number of consecutive passes that bring a server up. Default 3.
+	Rise int `toml:"rise"`
+	// Fall is the number of consecutive failures that take a server down. Default 2.
+	Fall int `toml:"fall"`
+}
+
+// Maintenance holds the maintenance page settings.
+type Maintenance struct {
+	// RetryAfter is the Retry-After of the maintenance page, and how often the
+	// page re-checks by itself. Default "5s".
+	RetryAfter Duration `toml:"retry_after"`
+	// Page is an HTML template file that replaces the built-in page; it may use
+	// {{.Message}}, {{.RetryAfter}}, {{.Status}} and {{.RequestID}}. Default: built in.
+	Page string `toml:"page"`
+	// Message is the default message of the page. Default: a friendly sentence.
+	Message string `toml:"message"`
+}
+
+// Pool is one upstream pool.
+type Pool struct {
+	// Name is the pool's name, from its table key.
+	Name string `toml:"-"`
+	// Servers lists the pool's servers as nginx writes them: "host:port" or
+	// "unix:/path/to.sock", optionally followed by " weight=N" (default 1).
+	Servers []Server `toml:"servers"`
+	// Health overrides [health] for this pool.
+	Health Health `toml:"health"`
+}
+
+// Server is one upstream server of a pool.
+type Server struct {
+	// Network is "tcp" or "unix".
+	Network string
+	// Address is "host:port" for tcp, the socket path for unix.
+	Address string
+	// Weight is the server's share in weighted round robin. Default 1.
+	Weight int
+}
+
+// Key is how the server is written in the config without its weight:
+// "host:port" or "unix:/path". A server keeps its health state across
+// reloads as long as its key stays.
+func (s Server) Key() string {
+	if s.Network == "unix" {
+		return "unix:" + s.Address
+	}
+	return s.Address
+}
+
+// Duration is a time.Duration written as a string ("1s", "250ms").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// StatusRanges is a set of inclusive HTTP status ranges.
+type StatusRanges []StatusRange
+
+// StatusRange is an inclusive range of HTTP statuses.
+type StatusRange struct{ Lo, Hi int }
+
+// Contains reports whether code is in one of the ranges.
+func (r StatusRanges) Contains(code int) bool {
+	for _, x := range r {
+		if code >= x.Lo && code <= x.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready is the rule that says when a pool is ready for a switch.
+type Ready struct {
+	// Count, when > 0, is the number of servers that must be up.
+	Count int
+	// Percent, when > 0, is the share of servers that must be up.
+	Percent int
+	// raw keeps the text for String.
+	raw string
+}
+
+// Satisfied reports whether up servers out of total make a pool ready.
+// "all" (the default) needs every server up; a pool with no server is never ready.
+func (r Ready) Satisfied(up, total int) bool {
+	if total == 0 || up == 0 {
+		return false
+	}
+	switch {
+	case r.Count > 0:
+		return up >= min(r.Count, total)
+	case r.Percent > 0:
+		return up*100 >= r.Percent*total
+	default:
+		return up == total
+	}
+}
+
+func (r Ready) String() string {
+	if r.raw == "" {
+		return "all"
+	}
+	return r.raw
+}
