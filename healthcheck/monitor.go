@@ -1,0 +1,410 @@
+// Package healthcheck owns active health checks (http, tcp) and each upstream
+// server's probation/up/down/draining state machine (SPEC 4.3). It reports to
+// an Observer and never touches pools, traffic or other turnout packages
+// beyond config.
+package healthcheck
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/turnout/turnout/config"
+)
+
+// State is a server's health state.
+type State int32
+
+const (
+	// Probation: not yet proven; down until Rise consecutive passes.
+	Probation State = iota
+	// Up: receives traffic.
+	Up
+	// Down: after Fall consecutive failures or a passive failure; back Up after
+	// Rise consecutive passes.
+	Down
+	// Draining: removed by a reload; no more checks.
+	Draining
+)
+
+// String returns "probation", "up", "down" or "draining".
+func (s State) String() string {
+	switch s {
+	case Probation:
+		return "probation"
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	case Draining:
+		return "draining"
+	}
+	return "unknown"
+}
+
+// Snapshot is a consistent copy of a server's health.
+type Snapshot struct {
+	// Server is config.Server.Key().
+	Server string
+	// State is the server's state.
+	State State
+	// Passes is the number of consecutive passed checks.
+	Passes int
+	// Fails is the number of consecutive failed checks (passive failures included).
+	Fails int
+	// LastError is the last failed check's (or passive failure's) error; "" after a pass.
+	LastError string
+	// Latency is the duration of the last check.
+	Latency time.Duration
+	// CheckedAt is when the last check finished (zero before the first).
+	CheckedAt time.Time
+}
+
+// Observer hears about every check result and every state change. It is
+// called from the monitor's own goroutine (or from the goroutine calling
+// MarkDown, Probation or Drain), outside the monitor's lock, and must not block.
+// For a check that changed no state, prev equals s.State.
+type Observer interface {
+	HealthChanged(m *Monitor, prev State, s Snapshot)
+}
+
+// Options configure a Monitor.
+type Options struct {
+	// Server is the server to check.
+	Server config.Server
+	// Health holds the complete, merged settings of the server's pool.
+	// A zero Timeout means 1s; a Rise or Fall below 1 means 1.
+	Health config.Health
+	// Initial is Probation (new server) or Up (trusted after a turnout restart).
+	Initial State
+	// Interval is the starting check interval (the active pool's
+	// Health.Interval, or Health.StandbyInterval). Zero means Health.Interval,
+	// or 1s when that is zero too.
+	Interval time.Duration
+	// Observer hears every result and state change; may be nil.
+	Observer Observer
+	// Logger gets one Info line per state change; nil means no logging.
+	Logger hclog.Logger
+}
+
+// Monitor checks one server in its own goroutine and keeps its state. All
+// methods are safe for concurrent use. A check never overlaps another of the
+// same monitor.
+type Monitor struct {
+	server   config.Server
+	key      string
+	observer Observer
+	logger   hclog.Logger
+	state    atomic.Int32 // mirrors snap.State for the lock-free State
+
+	ctx    context.Context // cancelled by Close; parent of every check
+	cancel context.CancelFunc
+	wake   chan struct{} // buffered 1: the schedule changed
+	done   chan struct{} // closed when the goroutine exited (or was never started)
+
+	startOnce sync.Once
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	health   config.Health
+	checker  Checker
+	interval time.Duration
+	snap     Snapshot
+	gen      uint64        // bumped to discard results of checks already running
+	next     time.Time     // when the next check starts
+	changed  chan struct{} // closed and replaced at each state change
+	drained  bool
+}
+
+// NewMonitor returns a monitor in o.Initial state; checks begin with Start.
+func NewMonitor(o Options) *Monitor {
+	logger := o.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	interval := o.Interval
+	if interval <= 0 {
+		interval = o.Health.Interval.D()
+	}
+	if interval <= 0 {
+		interval = time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Monitor{
+		server:   o.Server,
+		key:      o.Server.Key(),
+		observer: o.Observer,
+		logger:   logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		health:   o.Health,
+		checker:  NewChecker(o.Server, o.Health),
+		interval: interval,
+		snap:     Snapshot{Server: o.Server.Key(), State: o.Initial},
+		changed:  make(chan struct{}),
+	}
+	m.state.Store(int32(o.Initial))
+	return m
+}
+
+// Start starts the check goroutine. The first check runs after a random
+// jitter in [0, min(interval, 1s)), or at once in Probation. Calls after the
+// first, or after Close, do nothing.
+func (m *Monitor) Start() {
+	m.startOnce.Do(func() {
+		m.mu.Lock()
+		m.next = time.Now()
+		if m.snap.State != Probation {
+			m.next = m.next.Add(rand.N(min(m.interval, time.Second)))
+		}
+		m.mu.Unlock()
+		go m.run()
+	})
+}
+
+// Close stops the goroutine, cancels an in-flight check and waits for it to
+// exit. It is idempotent.
+func (m *Monitor) Close() {
+	m.closeOnce.Do(func() {
+		m.cancel()
+		// A monitor never started has no goroutine to wait for.
+		m.startOnce.Do(func() { close(m.done) })
+		<-m.done
+		m.mu.Lock()
+		closeIdle(m.checker)
+		m.mu.Unlock()
+	})
+}
+
+// Server returns the server this monitor checks.
+func (m *Monitor) Server() config.Server { return m.server }
+
+// State returns the current state without locking; it is meant for every
+// proxied request.
+func (m *Monitor) State() State { return State(m.state.Load()) }
+
+// Snapshot returns a consistent copy of the server's health.
+func (m *Monitor) Snapshot() Snapshot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
+
+// Wait returns a channel closed at the next state change.
+func (m *Monitor) Wait() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+// SetInterval sets the check interval at once: the next check is moved to
+// min(already scheduled, now+d). A d <= 0 is ignored.
+func (m *Monitor) SetInterval(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	m.mu.Lock()
+	m.interval = d
+	if at := time.Now().Add(d); at.Before(m.next) {
+		m.next = at
+	}
+	m.mu.Unlock()
+	m.poke()
+}
+
+// SetHealth applies new settings (a config reload): state and counters are
+// kept, the checker is rebuilt and new Rise/Fall apply from the next result.
+// The interval is changed only by SetInterval.
+func (m *Monitor) SetHealth(h config.Health) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	closeIdle(m.checker)
+	m.health = h
+	m.checker = NewChecker(m.server, h)
+}
+
+// Probation puts the server in Probation with zero passes and fails. Results
+// of checks that started before this call are discarded, so only fresh checks
+// count (SPEC 4.4 step 3); the next check starts at once (after one in flight,
+// if any). It does nothing on a Draining server.
+func (m *Monitor) Probation() {
+	m.mu.Lock()
+	if m.drained {
+		m.mu.Unlock()
+		return
+	}
+	m.gen++
+	prev := m.snap.State
+	m.snap.Passes, m.snap.Fails = 0, 0
+	m.next = time.Now()
+	s := m.setState(Probation)
+	m.mu.Unlock()
+	m.poke()
+	m.report(prev, s)
+}
+
+// MarkDown records a passive failure from live traffic. An Up server goes
+// Down at once (passes 0, LastError set, results of checks already running
+// discarded) and its next check is due within the current interval. In other
+// states only LastError changes.
+func (m *Monitor) MarkDown(err error) {
+	msg := "passive failure"
+	if err != nil {
+		msg = err.Error()
+	}
+	m.mu.Lock()
+	m.snap.LastError = msg
+	prev := m.snap.State
+	if prev != Up {
+		m.mu.Unlock()
+		return
+	}
+	m.gen++
+	m.snap.Passes = 0
+	m.snap.Fails++
+	// Only the transition reschedules: a stream of passive failures on a
+	// Down server must not keep pushing its checks away.
+	if at := time.Now().Add(jitter(m.interval)); at.Before(m.next) {
+		m.next = at
+	}
+	s := m.setState(Down)
+	m.mu.Unlock()
+	m.poke()
+	m.report(prev, s)
+}
+
+// Drain puts the server in Draining and stops its checks (the server was
+// removed by a reload). A check in flight finishes and is discarded.
+func (m *Monitor) Drain() {
+	m.mu.Lock()
+	if m.drained {
+		m.mu.Unlock()
+		return
+	}
+	m.drained = true
+	m.gen++
+	prev := m.snap.State
+	s := m.setState(Draining)
+	m.mu.Unlock()
+	m.poke()
+	m.report(prev, s)
+}
+
+// run is the monitor's goroutine: it sleeps until m.next, runs one check,
+// records it, and repeats until Close or Drain.
+func (m *Monitor) run() {
+	defer close(m.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		m.mu.Lock()
+		if m.drained {
+			m.mu.Unlock()
+			return
+		}
+		if wait := time.Until(m.next); wait > 0 {
+			m.mu.Unlock()
+			timer.Reset(wait)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.wake:
+			case <-timer.C:
+			}
+			continue
+		}
+		gen, checker := m.gen, m.checker
+		m.mu.Unlock()
+
+		start := time.Now()
+		err := checker.Check(m.ctx)
+		if m.ctx.Err() != nil {
+			return
+		}
+		m.record(gen, err, start, time.Now())
+	}
+}
+
+// record applies one check result unless a Probation, MarkDown or Drain made
+// it stale, and schedules the next check.
+func (m *Monitor) record(gen uint64, err error, start, end time.Time) {
+	m.mu.Lock()
+	if gen != m.gen || m.drained {
+		m.mu.Unlock()
+		return
+	}
+	rise, fall := max(m.health.Rise, 1), max(m.health.Fall, 1)
+	prev := m.snap.State
+	m.snap.Latency = end.Sub(start)
+	m.snap.CheckedAt = end
+	next := prev
+	if err == nil {
+		m.snap.Passes++
+		m.snap.Fails = 0
+		m.snap.LastError = ""
+		if prev != Up && m.snap.Passes >= rise {
+			next = Up
+		}
+	} else {
+		m.snap.Fails++
+		m.snap.Passes = 0
+		m.snap.LastError = err.Error()
+		if prev == Up && m.snap.Fails >= fall {
+			next = Down
+		}
+	}
+	m.next = end.Add(jitter(m.interval))
+	s := m.setState(next)
+	m.mu.Unlock()
+	m.report(prev, s)
+}
+
+// setState sets the state, wakes Wait callers on a change and returns the
+// new snapshot. m.mu must be held.
+func (m *Monitor) setState(st State) Snapshot {
+	if m.snap.State != st {
+		m.snap.State = st
+		m.state.Store(int32(st))
+		close(m.changed)
+		m.changed = make(chan struct{})
+	}
+	return m.snap
+}
+
+// report logs a state change and tells the observer; it runs outside m.mu.
+func (m *Monitor) report(prev State, s Snapshot) {
+	if prev != s.State {
+		switch s.State {
+		case Up:
+			m.logger.Info("server up", "server", m.key, "passes", s.Passes)
+		case Down:
+			m.logger.Info("server down", "server", m.key, "fails", s.Fails, "error", s.LastError)
+		case Probation:
+			m.logger.Info("server in probation", "server", m.key, "was", prev.String())
+		case Draining:
+			m.logger.Info("server draining", "server", m.key, "was", prev.String())
+		}
+	}
+	if m.observer != nil {
+		m.observer.HealthChanged(m, prev, s)
+	}
+}
+
+// poke wakes the goroutine to re-read the schedule; it never blocks.
+func (m *Monitor) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// jitter spreads d by ±10% so that many monitors do not check in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
+}
