@@ -4,6 +4,8 @@
 package config
 
 import (
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -232,4 +234,121 @@ func (r Ready) String() string {
 		return "all"
 	}
 	return r.raw
+}
+
+// DefaultMessage is the maintenance page's message when the config sets none.
+const DefaultMessage = "We're updating the site. This page will reload by itself in a moment."
+
+// Default returns the built-in settings every loaded file starts from. It has
+// no pools: a caller that runs on defaults alone (the demo) adds two.
+func Default() *Config {
+	return &Config{
+		Listen:    []string{"127.0.0.1:8080"},
+		Control:   "/run/turnout/control.sock",
+		State:     "/var/lib/turnout/state.db",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Proxy: Proxy{
+			HoldTimeout:         Duration(10 * time.Second),
+			HoldMax:             10000,
+			UpstreamTimeout:     Duration(60 * time.Second),
+			DialTimeout:         Duration(2 * time.Second),
+			DrainTimeout:        Duration(30 * time.Second),
+			ClientHeaderTimeout: Duration(10 * time.Second),
+			ClientIdleTimeout:   Duration(75 * time.Second),
+			MaxIdlePerServer:    256,
+		},
+		Switch: Switch{
+			Timeout:      Duration(60 * time.Second),
+			WarmInterval: Duration(250 * time.Millisecond),
+		},
+		Health: Health{
+			Type:            "http",
+			Path:            "/healthz",
+			ExpectStatus:    StatusRanges{{Lo: 200, Hi: 399}},
+			Interval:        Duration(time.Second),
+			StandbyInterval: Duration(5 * time.Second),
+			Timeout:         Duration(time.Second),
+			Rise:            3,
+			Fall:            2,
+		},
+		Maintenance: Maintenance{
+			RetryAfter: Duration(5 * time.Second),
+			Message:    DefaultMessage,
+		},
+	}
+}
+
+// PoolNames returns the pool names as the config spells them, sorted.
+func (c *Config) PoolNames() []string {
+	names := make([]string, 0, len(c.Pools))
+	for name := range c.Pools {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// LookupPool finds a pool by name, ignoring case, and returns the config's
+// spelling of it.
+func (c *Config) LookupPool(name string) (string, bool) {
+	for _, n := range c.PoolNames() {
+		if strings.EqualFold(n, name) {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// InitialPool is the pool to serve when the state file names none: Active if
+// set, else Initial, else the first pool by name ("" without pools).
+func (c *Config) InitialPool() string {
+	switch {
+	case c.Active != "":
+		return c.Active
+	case c.Initial != "":
+		return c.Initial
+	}
+	if names := c.PoolNames(); len(names) > 0 {
+		return names[0]
+	}
+	return ""
+}
+
+// overlay returns h with every non-zero field of o put over it.
+func (h Health) overlay(o Health) Health {
+	if o.Type != "" {
+		h.Type = o.Type
+	}
+	if o.Path != "" {
+		h.Path = o.Path
+	}
+	if o.Host != "" {
+		h.Host = o.Host
+	}
+	if o.ExpectStatus != nil {
+		h.ExpectStatus = o.ExpectStatus
+	}
+	if o.ExpectBody != "" {
+		h.ExpectBody = o.ExpectBody
+	}
+	if o.Port != 0 {
+		h.Port = o.Port
+	}
+	if o.Interval != 0 {
+		h.Interval = o.Interval
+	}
+	if o.StandbyInterval != 0 {
+		h.StandbyInterval = o.StandbyInterval
+	}
+	if o.Timeout != 0 {
+		h.Timeout = o.Timeout
+	}
+	if o.Rise != 0 {
+		h.Rise = o.Rise
+	}
+	if o.Fall != 0 {
+		h.Fall = o.Fall
+	}
+	return h
 }
