@@ -1,6 +1,8 @@
 // Package config owns turnout's configuration file: its schema, defaults,
-// strict decoding and validation. It reads files and environment variables only;
-// it never starts anything and imports no other turnout package.
+// strict decoding and validation (Load, Parse, Errors). It reads files and
+// environment variables only; it never starts anything and imports no other
+// turnout package. A *Config returned by Load or Parse is complete (defaults
+// applied, pool health merged, tokens resolved) and must not be changed.
 package config
 
 import (
@@ -14,7 +16,8 @@ import (
 type Config struct {
 	// Path is the file this config was read from ("" for embedded defaults).
 	Path string `toml:"-"`
-	// Hash is a short hex digest of the file's bytes, recorded with each switch.
+	// Hash is a short hex digest of the file's bytes (the first 12 hex digits of
+	// their SHA-256), recorded with each switch.
 	Hash string `toml:"-"`
 
 	// Listen is the list of addresses the proxy listens on for client traffic.
@@ -36,16 +39,19 @@ type Config struct {
 	// there needs a bearer token from ControlTokens. Default: off.
 	ControlListen string `toml:"control_listen"`
 	// ControlTokens maps a token's name (the actor in the history) to its value;
-	// a value "env:NAME" is read from the environment variable NAME.
+	// a value "env:NAME" is read from the environment variable NAME (unset or
+	// empty is an error). After loading, every value is the token itself.
 	ControlTokens map[string]string `toml:"control_tokens"`
 	// State is the bbolt file holding the active pool and the switch history.
 	// Default "/var/lib/turnout/state.db". Changing it needs a restart.
 	State string `toml:"state"`
 	// Initial names the pool that gets traffic on the very first start, when the
 	// state file holds no active pool yet. Default: the first pool by name.
+	// Matched ignoring case; after loading it holds the pool's own spelling.
 	Initial string `toml:"initial"`
 	// Active, when set, pins the active pool in this file: editing it runs the
-	// switch protocol and `turnout switch` refuses. Default: unset.
+	// switch protocol and `turnout switch` refuses. Default: unset. Matched
+	// ignoring case; after loading it holds the pool's own spelling.
 	Active string `toml:"active"`
 	// MetricsListen is the address of /metrics and the status page. Default: off.
 	MetricsListen string `toml:"metrics_listen"`
@@ -145,6 +151,8 @@ type Maintenance struct {
 	RetryAfter Duration `toml:"retry_after"`
 	// Page is an HTML template file that replaces the built-in page; it may use
 	// {{.Message}}, {{.RetryAfter}}, {{.Status}} and {{.RequestID}}. Default: built in.
+	// A relative path is relative to the config file's directory; after loading
+	// it is resolved, and the file is known to parse as an html/template.
 	Page string `toml:"page"`
 	// Message is the default message of the page. Default: a friendly sentence.
 	Message string `toml:"message"`
@@ -157,7 +165,8 @@ type Pool struct {
 	// Servers lists the pool's servers as nginx writes them: "host:port" or
 	// "unix:/path/to.sock", optionally followed by " weight=N" (default 1).
 	Servers []Server `toml:"servers"`
-	// Health overrides [health] for this pool.
+	// Health is written as overrides of [health] for this pool; after loading
+	// it holds the complete settings ([health] with the overrides put over it).
 	Health Health `toml:"health"`
 }
 

@@ -113,6 +113,7 @@ func TestParseErrors(t *testing.T) {
 		want      string // one line of the error, "t.toml:" prefix left out
 	}{
 		{"syntax", "listen = [\"a\"\n" + twoPools, `3:1: expected ',' or ']' after array value`},
+		{"duplicate key", "log_level = \"info\"\nlog_level = \"warn\"\n" + twoPools, `2:1: `},
 		{"unknown key", "[proxy]\nhold_timout = \"1s\"\n" + twoPools,
 			`2:1: unknown key "proxy.hold_timout" (did you mean "hold_timeout"?)`},
 		{"unknown table", "[helth]\nrise = 2\n" + twoPools, `1:2: unknown key "helth" (did you mean "health"?)`},
