@@ -28,7 +28,9 @@ type Checker interface {
 // NewChecker returns the checker for h.Type ("http", the default, or "tcp")
 // on server s. Each Check is bounded by h.Timeout (1s when zero). With
 // h.Port != 0 a tcp server is checked on that port of its host; unix socket
-// servers are always checked on their socket.
+// servers are always checked on their socket. The http check sends Host h.Host,
+// by default the server's address as written in the config (served port, even
+// with h.Port), or "localhost" for a unix socket.
 func NewChecker(s config.Server, h config.Health) Checker {
 	timeout := h.Timeout.D()
 	if timeout <= 0 {

@@ -66,8 +66,10 @@ type Snapshot struct {
 
 // Observer hears about every check result and every state change. It is
 // called from the monitor's own goroutine (or from the goroutine calling
-// MarkDown, Probation or Drain), outside the monitor's lock, and must not block.
-// For a check that changed no state, prev equals s.State.
+// MarkDown, Probation or Drain), outside the monitor's lock, and must not block
+// nor call MarkDown, Probation or Drain. Calls for one monitor never overlap
+// and arrive in the order of the changes, so the last s.State seen is the
+// current one. For a check that changed no state, prev equals s.State.
 type Observer interface {
 	HealthChanged(m *Monitor, prev State, s Snapshot)
 }
@@ -108,6 +110,10 @@ type Monitor struct {
 
 	startOnce sync.Once
 	closeOnce sync.Once
+
+	// reportMu is taken before mu and held until the observer has heard of
+	// the change, so that observers see changes one at a time and in order.
+	reportMu sync.Mutex
 
 	mu       sync.Mutex
 	health   config.Health
@@ -234,6 +240,8 @@ func (m *Monitor) SetHealth(h config.Health) {
 // count (SPEC 4.4 step 3); the next check starts at once (after one in flight,
 // if any). It does nothing on a Draining server.
 func (m *Monitor) Probation() {
+	m.reportMu.Lock()
+	defer m.reportMu.Unlock()
 	m.mu.Lock()
 	if m.drained {
 		m.mu.Unlock()
@@ -258,6 +266,8 @@ func (m *Monitor) MarkDown(err error) {
 	if err != nil {
 		msg = err.Error()
 	}
+	m.reportMu.Lock()
+	defer m.reportMu.Unlock()
 	m.mu.Lock()
 	m.snap.LastError = msg
 	prev := m.snap.State
@@ -282,6 +292,8 @@ func (m *Monitor) MarkDown(err error) {
 // Drain puts the server in Draining and stops its checks (the server was
 // removed by a reload). A check in flight finishes and is discarded.
 func (m *Monitor) Drain() {
+	m.reportMu.Lock()
+	defer m.reportMu.Unlock()
 	m.mu.Lock()
 	if m.drained {
 		m.mu.Unlock()
@@ -327,14 +339,21 @@ func (m *Monitor) run() {
 		if m.ctx.Err() != nil {
 			return
 		}
-		m.record(gen, err, start, time.Now())
+		m.record(gen, checker, err, start, time.Now())
 	}
 }
 
 // record applies one check result unless a Probation, MarkDown or Drain made
 // it stale, and schedules the next check.
-func (m *Monitor) record(gen uint64, err error, start, end time.Time) {
+func (m *Monitor) record(gen uint64, checker Checker, err error, start, end time.Time) {
+	m.reportMu.Lock()
+	defer m.reportMu.Unlock()
 	m.mu.Lock()
+	if checker != m.checker {
+		// SetHealth replaced it during this check: drop the connection it
+		// just returned to its idle pool.
+		closeIdle(checker)
+	}
 	if gen != m.gen || m.drained {
 		m.mu.Unlock()
 		return
