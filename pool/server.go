@@ -1,0 +1,227 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/healthcheck"
+)
+
+// TransportOptions configures the upstream connections of a server.
+type TransportOptions struct {
+	// DialTimeout bounds connecting to the server.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for response headers once the
+	// request is written; past it RoundTrip fails with a timeout error.
+	ResponseHeaderTimeout time.Duration
+	// MaxIdle bounds the idle keep-alive connections kept to the server.
+	MaxIdle int
+}
+
+// DialError is returned by Server.RoundTrip when the server could not be
+// connected to: the request never reached it, whatever its method.
+type DialError struct {
+	Server string
+	Err    error
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("connect to %s: %v", e.Server, e.Err) }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// IsDialError reports whether err says the request never reached a server.
+func IsDialError(err error) bool {
+	var d *DialError
+	return errors.As(err, &d)
+}
+
+// Server is one upstream server of a pool: its address and weight, its health
+// monitor, its keep-alive connections and its in-flight requests.
+type Server struct {
+	pool    *Pool
+	spec    config.Server
+	weight  atomic.Int64
+	monitor *healthcheck.Monitor
+
+	transport atomic.Pointer[http.Transport]
+	inFlight  atomic.Int64
+	// draining counts the drains waiting for inFlight to reach zero, so that
+	// requests take mu only while somebody waits.
+	draining atomic.Int32
+
+	mu       sync.Mutex // guards upgraded and idle
+	upgraded map[*upgradedConn]struct{}
+	idle     chan struct{} // closed when inFlight reaches zero during a drain
+}
+
+func newServer(p *Pool, spec config.Server, o TransportOptions) *Server {
+	s := &Server{pool: p, spec: spec, upgraded: make(map[*upgradedConn]struct{})}
+	s.weight.Store(int64(max(spec.Weight, 1)))
+	s.setTransport(o)
+	return s
+}
+
+// Key is the server's address as the config writes it ("host:port" or "unix:/path").
+func (s *Server) Key() string { return s.spec.Key() }
+
+// Weight is the server's current weight.
+func (s *Server) Weight() int { return int(s.weight.Load()) }
+
+// State is the server's health state.
+func (s *Server) State() healthcheck.State { return s.monitor.State() }
+
+// Monitor is the server's health monitor.
+func (s *Server) Monitor() *healthcheck.Monitor { return s.monitor }
+
+// InFlight is the number of requests (and upgraded connections) in progress.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
+
+// HealthChanged implements healthcheck.Observer for the server's own monitor.
+func (s *Server) HealthChanged(_ *healthcheck.Monitor, prev healthcheck.State, snap healthcheck.Snapshot) {
+	s.pool.healthChanged(s, prev, snap)
+}
+
+func (s *Server) setTransport(o TransportOptions) {
+	network, address := s.spec.Network, s.spec.Address
+	dialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy: nil,
+		// The URL's host is a placeholder: every connection goes to this server.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, address)
+			if err != nil {
+				return nil, &DialError{Server: s.spec.Key(), Err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   max(o.MaxIdle, 1),
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+	if old := s.transport.Swap(t); old != nil {
+		old.CloseIdleConnections()
+	}
+}
+
+// RoundTrip sends req, picked for this server by Pool.Pick, to the server. A
+// connection failure marks the server down at once (passive check) and
+// returns a *DialError. The in-flight count taken by Pick lasts until the
+// response body is closed; an upgraded connection (101) counts until it is
+// closed, and is closed by a drain that times out.
+func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := s.transport.Load().RoundTrip(req)
+	if err != nil {
+		s.done()
+		if IsDialError(err) {
+			s.monitor.MarkDown(err)
+		}
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			u := &upgradedConn{ReadWriteCloser: rwc, server: s}
+			s.mu.Lock()
+			s.upgraded[u] = struct{}{}
+			s.mu.Unlock()
+			resp.Body = u
+			return resp, nil
+		}
+	}
+	resp.Body = &countedBody{ReadCloser: resp.Body, server: s}
+	return resp, nil
+}
+
+// Release ends the in-flight count of a request that Pool.Pick chose this
+// server for but that is not sent after all.
+func (s *Server) Release() { s.done() }
+
+func (s *Server) done() {
+	if s.inFlight.Add(-1) == 0 && s.draining.Load() > 0 {
+		s.mu.Lock()
+		if s.idle != nil {
+			close(s.idle)
+			s.idle = nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// waitIdle waits until no request is in flight or deadline fires; it
+// reports whether the server became idle.
+func (s *Server) waitIdle(deadline <-chan time.Time) bool {
+	s.draining.Add(1)
+	defer s.draining.Add(-1)
+	s.mu.Lock()
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	ch := s.idle
+	s.mu.Unlock()
+	if s.inFlight.Load() == 0 {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	case <-deadline:
+		return false
+	}
+}
+
+func (s *Server) closeIdle() { s.transport.Load().CloseIdleConnections() }
+
+func (s *Server) closeUpgraded() {
+	s.mu.Lock()
+	conns := make([]*upgradedConn, 0, len(s.upgraded))
+	for u := range s.upgraded {
+		conns = append(conns, u)
+	}
+	s.mu.Unlock()
+	for _, u := range conns {
+		u.Close()
+	}
+}
+
+// countedBody ends a request's in-flight count when its body is closed.
+type countedBody struct {
+	io.ReadCloser
+	server *Server
+	closed atomic.Bool
+}
+
+func (b *countedBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.closed.CompareAndSwap(false, true) {
+		b.server.done()
+	}
+	return err
+}
+
+// upgradedConn is the upstream side of an upgraded (websocket) connection.
+type upgradedConn struct {
+	io.ReadWriteCloser
+	server *Server
+	closed atomic.Bool
+}
+
+func (u *upgradedConn) Close() error {
+	err := u.ReadWriteCloser.Close()
+	if u.closed.CompareAndSwap(false, true) {
+		u.server.mu.Lock()
+		delete(u.server.upgraded, u)
+		u.server.mu.Unlock()
+		u.server.done()
+	}
+	return err
+}

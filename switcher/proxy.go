@@ -1,0 +1,292 @@
+package switcher
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/turnout/turnout/pages"
+	"github.com/turnout/turnout/pool"
+)
+
+// Reasons a request gets the maintenance page instead of an upstream response.
+var (
+	errHoldTimeout = errors.New("no live server in the active pool within hold_timeout")
+	errHoldFull    = errors.New("too many held requests (hold_max)")
+)
+
+// interceptedError carries an app's own 5xx that intercept_errors replaces.
+type interceptedError struct{ status int }
+
+func (e *interceptedError) Error() string { return "intercepted upstream " + http.StatusText(e.status) }
+
+// upstreamHost is the URL host of every upstream request: each server's
+// transport dials its own address, and the Host header is the client's.
+const upstreamHost = "upstream"
+
+// Handler returns the front HTTP handler: maintenance mode, then the reverse
+// proxy to the active pool. It is built on httputil.ReverseProxy for header
+// hygiene, upgrades, trailers and streaming; the Switcher is its Transport.
+func (s *Switcher) Handler() http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      s,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.proxyError,
+		BufferPool:     bufferPool{},
+		ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Request-Id") == "" {
+			r.Header.Set("X-Request-Id", newRequestID())
+		}
+		if m := s.maintenance.Load(); m.on {
+			msg := m.message
+			if msg == "" {
+				msg = s.Config().Maintenance.Message
+			}
+			s.writePage(w, r, http.StatusServiceUnavailable, msg)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// rewrite prepares the upstream request: Host and the raw path and query are
+// kept as sent; X-Forwarded-* are set, and incoming ones are kept only from
+// trusted proxies.
+func (s *Switcher) rewrite(pr *httputil.ProxyRequest) {
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = upstreamHost
+	trusted := s.fromTrustedProxy(pr.In)
+	if trusted {
+		if v := pr.In.Header["X-Forwarded-For"]; len(v) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = v
+		}
+	}
+	pr.SetXForwarded()
+	if trusted {
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
+}
+
+func (s *Switcher) fromTrustedProxy(r *http.Request) bool {
+	trusted := s.settings.Load().trusted
+	if len(trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Switcher) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
+		return &interceptedError{status: resp.StatusCode}
+	}
+	return nil
+}
+
+// proxyError answers a request that got no upstream response: the
+// maintenance page (503) when it was held too long or too many were held,
+// 504 when the upstream did not answer in time, 502 otherwise.
+func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var intercepted *interceptedError
+	var netErr net.Error
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads an answer.
+		w.WriteHeader(499)
+	case errors.Is(err, errHoldTimeout), errors.Is(err, errHoldFull):
+		s.logger.Debug("maintenance page", "reason", err, "path", r.URL.Path)
+		s.writePage(w, r, http.StatusServiceUnavailable, s.Config().Maintenance.Message)
+	case errors.As(err, &intercepted):
+		s.writePage(w, r, intercepted.status, "")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		s.logger.Warn("upstream timed out", "error", err, "path", r.URL.Path)
+		s.writePage(w, r, http.StatusGatewayTimeout, "")
+	default:
+		s.logger.Warn("upstream failed", "error", err, "path", r.URL.Path)
+		s.writePage(w, r, http.StatusBadGateway, "")
+	}
+}
+
+// writePage writes the maintenance page; an empty message lets the page
+// pick a sentence that fits the status.
+func (s *Switcher) writePage(w http.ResponseWriter, r *http.Request, status int, message string) {
+	st := s.settings.Load()
+	st.pages.Write(w, r, pages.Data{
+		Status:     status,
+		Message:    message,
+		RetryAfter: st.cfg.Maintenance.RetryAfter.D(),
+		RequestID:  r.Header.Get("X-Request-Id"),
+	})
+}
+
+// RoundTrip delivers req to a server of the active pool. A request that could
+// not be delivered (no live server, connection refused) waits for the active
+// pool to become live, for at most hold_timeout. A request that reached a
+// server and failed before its response headers is retried once on another
+// server when it is idempotent and its body was not consumed.
+func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body *replayableBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &replayableBody{rc: req.Body}
+		req.Body = body
+		req.GetBody = body.get
+	}
+	var (
+		failed   *pool.Server // excluded from the next pick
+		retried  bool
+		deadline time.Time // set at the first failed delivery
+	)
+	for {
+		active := s.active.Load()
+		srv := active.Pick(failed)
+		if srv != nil && s.active.Load() != active {
+			// A switch swapped pools between the load and the pick: the
+			// request belongs to the new pool (and the drain of the old one
+			// counted it, so nothing is lost either way).
+			srv.Release()
+			continue
+		}
+		if srv == nil {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
+			}
+			if err := s.hold(req.Context(), deadline); err != nil {
+				return nil, err
+			}
+			failed = nil
+			continue
+		}
+		resp, err := srv.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		switch {
+		case req.Context().Err() != nil:
+			return nil, err
+		case pool.IsDialError(err) && !body.consumed():
+			// The server never saw the request: any method may go elsewhere.
+			failed = srv
+			if deadline.IsZero() {
+				deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
+			} else if time.Now().After(deadline) {
+				return nil, errHoldTimeout
+			}
+		case !retried && idempotent(req) && !body.consumed():
+			retried, failed = true, srv
+		default:
+			return nil, err
+		}
+	}
+}
+
+// hold waits until the active pool is live, the deadline passes or the
+// client goes away. It is woken by server state changes, not by polling.
+func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
+	if s.active.Load().Live() {
+		return nil
+	}
+	if s.held.Add(1) > int64(s.settings.Load().cfg.Proxy.HoldMax) {
+		s.held.Add(-1)
+		return errHoldFull
+	}
+	defer s.held.Add(-1)
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		changed := s.changed.wait()
+		if s.active.Load().Live() {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return errHoldTimeout
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Held returns the number of requests waiting for a live server.
+func (s *Switcher) Held() int64 { return s.held.Load() }
+
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
+
+// replayableBody lets a request body be sent again as long as nothing was
+// read from it. Close is a no-op: the server closes the real body.
+type replayableBody struct {
+	rc   io.ReadCloser
+	read atomic.Bool
+}
+
+var errBodyConsumed = errors.New("request body already sent")
+
+func (b *replayableBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.read.Store(true)
+	}
+	return n, err
+}
+
+func (b *replayableBody) Close() error { return nil }
+
+func (b *replayableBody) consumed() bool { return b != nil && b.read.Load() }
+
+func (b *replayableBody) get() (io.ReadCloser, error) {
+	if b.consumed() {
+		return nil, errBodyConsumed
+	}
+	return b, nil
+}
+
+func newRequestID() string {
+	var b [8]byte
+	x := rand.Uint64()
+	for i := range b {
+		b[i] = byte(x >> (8 * i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// bufferPool reuses the 32 KiB buffers that copy bodies.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

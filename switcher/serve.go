@@ -1,0 +1,167 @@
+package switcher
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Addrs are the addresses the daemon listens on, known once it is ready
+// (ports chosen by the system included).
+type Addrs struct {
+	Proxy   []string
+	TLS     []string
+	Control string
+	Metrics string
+}
+
+// Serve opens every listener of the config, calls ready with their addresses,
+// and serves until ctx is cancelled. It then stops accepting, lets requests in
+// flight finish for up to drain_timeout, closes upgraded connections and stops
+// the health checks. An address that cannot be listened on is an error before
+// anything is served.
+func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
+	cfg := s.Config()
+	var (
+		addrs   Addrs
+		servers []*http.Server
+		lns     []net.Listener
+	)
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	listen := func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+		return ln, nil
+	}
+	errorLog := log.New(s.logger.Named("http").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}), "", 0)
+	front := func() *http.Server {
+		srv := &http.Server{
+			Handler:           s.Handler(),
+			ReadHeaderTimeout: cfg.Proxy.ClientHeaderTimeout.D(),
+			IdleTimeout:       cfg.Proxy.ClientIdleTimeout.D(),
+			ErrorLog:          errorLog,
+		}
+		servers = append(servers, srv)
+		return srv
+	}
+
+	type served struct {
+		srv *http.Server
+		ln  net.Listener
+	}
+	var todo []served
+	for _, addr := range cfg.Listen {
+		ln, err := listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		srv := front()
+		if cfg.H2C {
+			var p http.Protocols
+			p.SetHTTP1(true)
+			p.SetUnencryptedHTTP2(true)
+			srv.Protocols = &p
+		}
+		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
+		todo = append(todo, served{srv, ln})
+	}
+	if len(cfg.TLSListen) > 0 {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("load tls_cert %s and tls_key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		for _, addr := range cfg.TLSListen {
+			ln, err := listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			srv := front()
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+			addrs.TLS = append(addrs.TLS, ln.Addr().String())
+			todo = append(todo, served{srv, tls.NewListener(ln, srv.TLSConfig)})
+		}
+	}
+	for _, ext := range s.extraListeners() {
+		ln, err := ext.listen()
+		if err != nil {
+			closeAll()
+			return err
+		}
+		lns = append(lns, ln)
+		ext.addr(&addrs, ln.Addr().String())
+		srv := &http.Server{Handler: ext.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+		servers = append(servers, srv)
+		todo = append(todo, served{srv, ln})
+	}
+
+	errc := make(chan error, len(todo))
+	var wg sync.WaitGroup
+	for _, t := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := t.srv.Serve(t.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", t.ln.Addr(), err)
+			}
+		}()
+	}
+	s.logger.Info("listening", "proxy", addrs.Proxy, "tls", addrs.TLS, "control", addrs.Control, "metrics", addrs.Metrics)
+	if ready != nil {
+		ready(addrs)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.logger.Info("shutting down", "drain_timeout", s.Config().Proxy.DrainTimeout.D())
+	drain := s.Config().Proxy.DrainTimeout.D()
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	var swg sync.WaitGroup
+	for _, srv := range servers {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			if srv.Shutdown(sctx) != nil {
+				srv.Close()
+			}
+		}()
+	}
+	for _, p := range s.pools {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			p.Drain(drain)
+		}()
+	}
+	swg.Wait()
+	wg.Wait()
+	s.Close()
+	return err
+}
+
+// extraListener is a listener besides the proxy's: control API, metrics.
+type extraListener struct {
+	listen  func() (net.Listener, error)
+	addr    func(a *Addrs, addr string)
+	handler http.Handler
+}

@@ -1,0 +1,283 @@
+package switcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/state"
+)
+
+// Errors of the switch protocol; the control API maps them to statuses and
+// the CLI to exit codes.
+var (
+	// ErrUnknownPool: the target names no pool of the config.
+	ErrUnknownPool = errors.New("unknown pool")
+	// ErrConflict: another switch is in progress, or expect_active did not match.
+	ErrConflict = errors.New("conflict")
+	// ErrPinned: the config file's `active` key decides the active pool.
+	ErrPinned = errors.New("the active pool is pinned by the config file")
+	// ErrAborted: the target never became ready; the old pool keeps traffic.
+	ErrAborted = errors.New("switch aborted")
+)
+
+// SwitchRequest asks for traffic to move to another pool (SPEC.md 4.4).
+type SwitchRequest struct {
+	To           string
+	Timeout      time.Duration // 0: the config's switch.timeout
+	Reason       string
+	ExpectActive string
+	Force        bool   // skip warming
+	Actor        string // who asked: a user, "config", or a token's name
+}
+
+// Event is one step of a switch, streamed to the caller.
+type Event struct {
+	// Type is "accepted", "progress", "ready", "switched", "drained" or "aborted".
+	Type    string           `json:"type"`
+	Time    time.Time        `json:"time"`
+	From    string           `json:"from,omitempty"`
+	To      string           `json:"to,omitempty"`
+	Message string           `json:"message,omitempty"`
+	Servers []ServerProgress `json:"servers,omitempty"`
+}
+
+// ServerProgress is a server's way toward rise during a warm-up.
+type ServerProgress struct {
+	Address   string `json:"address"`
+	State     string `json:"state"`
+	Passes    int    `json:"passes"`
+	Rise      int    `json:"rise"`
+	LastError string `json:"last_error"`
+}
+
+// switchRun is the switch in progress.
+type switchRun struct {
+	from, to    *pool.Pool
+	req         SwitchRequest
+	requestedAt time.Time
+	deadline    time.Time
+	checked     chan struct{} // buffered 1: a server of the target was checked
+}
+
+// Switch runs the switch protocol and returns its history record; it returns
+// (nil, nil) when req.To is already active. events, when set, hears every
+// step. Cancelling ctx before the target is ready aborts the switch; once
+// ready, the switch completes whatever happens to ctx.
+func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, events func(Event)) (*state.Record, error) {
+	run, err := s.beginSwitch(req, false)
+	if err != nil || run == nil {
+		return nil, err
+	}
+	return s.runSwitch(ctx, run, events)
+}
+
+// Accept validates req and reserves the switch, then runs it in the
+// background: the --no-wait form. It returns the accepted event.
+func (s *Switcher) Accept(req SwitchRequest) (*Event, error) {
+	run, err := s.beginSwitch(req, false)
+	if err != nil {
+		return nil, err
+	}
+	if run == nil {
+		return &Event{Type: "switched", Time: time.Now().UTC(), To: req.To, Message: "already active"}, nil
+	}
+	go s.runSwitch(context.Background(), run, nil)
+	return &Event{Type: "accepted", Time: run.requestedAt, From: run.from.Name(), To: run.to.Name()}, nil
+}
+
+// beginSwitch checks req and reserves the switch slot. fromConfig says the
+// config file asked (pinned `active`).
+func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, error) {
+	cfg := s.Config()
+	name, ok := cfg.LookupPool(req.To)
+	if !ok {
+		return nil, fmt.Errorf("%w %q: the pools are %v", ErrUnknownPool, req.To, cfg.PoolNames())
+	}
+	if cfg.Active != "" && !fromConfig {
+		return nil, fmt.Errorf("%w (active = %q): edit `active` in %s to switch", ErrPinned, cfg.Active, cfg.Path)
+	}
+	from := s.active.Load()
+	if req.ExpectActive != "" {
+		want, ok := cfg.LookupPool(req.ExpectActive)
+		if !ok || want != from.Name() {
+			return nil, fmt.Errorf("%w: --expect-active %s, but %s is active", ErrConflict, req.ExpectActive, from.Name())
+		}
+	}
+	if name == from.Name() {
+		s.logger.Info("switch: pool already active", "to", name, "actor", req.Actor)
+		return nil, nil
+	}
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = cfg.Switch.Timeout.D()
+	}
+	now := time.Now().UTC()
+	run := &switchRun{
+		from: from, to: s.pools[name], req: req,
+		requestedAt: now, deadline: now.Add(timeout),
+		checked: make(chan struct{}, 1),
+	}
+	if !s.switching.CompareAndSwap(nil, run) {
+		cur := s.switching.Load()
+		return nil, fmt.Errorf("%w: a switch to %s is in progress; wait for it, or check `turnout status`", ErrConflict, poolName(cur))
+	}
+	return run, nil
+}
+
+func poolName(run *switchRun) string {
+	if run == nil {
+		return "?"
+	}
+	return run.to.Name()
+}
+
+func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Event)) (*state.Record, error) {
+	defer s.switching.Store(nil)
+	emit := func(e Event) {
+		e.Time, e.From, e.To = time.Now().UTC(), run.from.Name(), run.to.Name()
+		if events != nil {
+			events(e)
+		}
+	}
+	cfg := s.Config()
+	log := s.logger.Named("switch").With("from", run.from.Name(), "to", run.to.Name(), "actor", run.req.Actor)
+	log.Info("switch requested", "reason", run.req.Reason, "force", run.req.Force, "timeout", run.deadline.Sub(run.requestedAt))
+	emit(Event{Type: "accepted"})
+
+	rec := &state.Record{
+		From: run.from.Name(), To: run.to.Name(), Reason: run.req.Reason, Actor: run.req.Actor,
+		RequestedAt: run.requestedAt, ConfigHash: cfg.Hash, Result: state.ResultSwitched,
+	}
+	if run.req.Force {
+		rec.Result = state.ResultForced
+		log.Warn("forced switch: warm-up skipped")
+	} else if err := s.warm(ctx, run, emit); err != nil {
+		rec.Result = state.ResultAborted
+		rec.FinishedAt = time.Now().UTC()
+		rec.WarmMS = rec.FinishedAt.Sub(run.requestedAt).Milliseconds()
+		rec.Servers = outcomes(run.to)
+		run.to.SetInterval(cfg.Pools[run.to.Name()].Health.StandbyInterval.D())
+		if serr := s.store.RecordSwitch(rec); serr != nil {
+			log.Error("cannot record the aborted switch", "error", serr)
+		}
+		log.Warn("switch aborted; the old pool keeps traffic", "error", err)
+		emit(Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
+		s.observeSwitch(rec)
+		return rec, fmt.Errorf("%w: %v; %s keeps traffic", ErrAborted, err, run.from.Name())
+	}
+	rec.ReadyAt = time.Now().UTC()
+	rec.WarmMS = rec.ReadyAt.Sub(run.requestedAt).Milliseconds()
+	rec.Servers = outcomes(run.to)
+	emit(Event{Type: "ready", Servers: s.progress(run.to)})
+
+	// Persist first: a crash after this point comes back on the new pool.
+	rec.SwitchedAt = time.Now().UTC()
+	if err := s.store.RecordSwitch(rec); err != nil {
+		log.Error("cannot persist the switch; the old pool keeps traffic", "error", err)
+		return nil, fmt.Errorf("%w: persist the switch to %s: %v", ErrAborted, s.store.Path(), err)
+	}
+	s.active.Store(run.to)
+	s.changed.broadcast()
+	run.to.SetInterval(cfg.Pools[run.to.Name()].Health.Interval.D())
+	run.from.SetInterval(cfg.Pools[run.from.Name()].Health.StandbyInterval.D())
+	log.Info("switched", "warm", time.Duration(rec.WarmMS)*time.Millisecond, "id", rec.ID)
+	emit(Event{Type: "switched"})
+	s.observeSwitch(rec)
+
+	left := run.from.Drain(cfg.Proxy.DrainTimeout.D())
+	rec.FinishedAt = time.Now().UTC()
+	if err := s.store.Finish(rec.ID, rec.FinishedAt); err != nil {
+		log.Error("cannot record the end of the drain", "error", err)
+	}
+	msg := "drained"
+	if left > 0 {
+		msg = fmt.Sprintf("drain_timeout reached with %d requests still in flight", left)
+	}
+	log.Info("old pool drained", "left", left)
+	emit(Event{Type: "drained", Message: msg})
+	return rec, nil
+}
+
+// warm puts the target in probation and waits until its ready rule holds
+// with fresh passes only, the deadline passes, or ctx ends.
+func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(Event)) error {
+	cfg := s.Config()
+	run.to.Probation()
+	run.to.SetInterval(cfg.Switch.WarmInterval.D())
+	timer := time.NewTimer(time.Until(run.deadline))
+	defer timer.Stop()
+	for {
+		up, total := run.to.Counts()
+		if s.Config().Switch.Ready.Satisfied(up, total) {
+			return nil
+		}
+		select {
+		case <-run.checked:
+			emit(Event{Type: "progress", Servers: s.progress(run.to)})
+		case <-timer.C:
+			return fmt.Errorf("%s not ready within %s (%d of %d servers up, ready = %s)",
+				run.to.Name(), run.deadline.Sub(run.requestedAt).Round(time.Millisecond), up, total, s.Config().Switch.Ready)
+		case <-ctx.Done():
+			return fmt.Errorf("cancelled by the caller (%d of %d servers up)", up, total)
+		}
+	}
+}
+
+// notifySwitch tells a warming switch that a server of its target was checked.
+func (s *Switcher) notifySwitch(p *pool.Pool) {
+	if run := s.switching.Load(); run != nil && run.to == p {
+		select {
+		case run.checked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Switcher) progress(p *pool.Pool) []ServerProgress {
+	rise := s.Config().Pools[p.Name()].Health.Rise
+	var out []ServerProgress
+	for _, srv := range p.Servers() {
+		snap := srv.Monitor().Snapshot()
+		out = append(out, ServerProgress{
+			Address: snap.Server, State: snap.State.String(), Passes: snap.Passes,
+			Rise: rise, LastError: snap.LastError,
+		})
+	}
+	return out
+}
+
+func outcomes(p *pool.Pool) []state.ServerOutcome {
+	var out []state.ServerOutcome
+	for _, srv := range p.Servers() {
+		snap := srv.Monitor().Snapshot()
+		out = append(out, state.ServerOutcome{Address: snap.Server, State: snap.State.String(), Passes: snap.Passes, LastError: snap.LastError})
+	}
+	return out
+}
+
+// startConfigSwitchLocked runs the switch protocol for a change of the
+// config's pinned `active`, in the background, recorded with actor "config".
+func (s *Switcher) startConfigSwitchLocked(to string) {
+	run, err := s.beginSwitch(SwitchRequest{To: to, Actor: "config", Reason: "active changed in the config file"}, true)
+	if err != nil {
+		s.logger.Warn("config asks for a switch that cannot start now", "to", to, "error", err)
+		return
+	}
+	if run != nil {
+		go s.runSwitch(context.Background(), run, nil)
+	}
+}
+
+// SetMaintenance turns the maintenance page on or off for every request,
+// persisting the mode so that a restart keeps it.
+func (s *Switcher) SetMaintenance(on bool, message string) error {
+	if err := s.store.SetMaintenance(on, message); err != nil {
+		return fmt.Errorf("persist maintenance mode in %s: %w", s.store.Path(), err)
+	}
+	s.maintenance.Store(&maintenanceMode{on: on, message: message})
+	s.logger.Info("maintenance mode", "on", on, "message", message)
+	return nil
+}

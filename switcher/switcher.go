@@ -1,0 +1,227 @@
+// Package switcher is the turnout daemon: it owns the two pools, the pointer
+// to the active one, the front HTTP handler that holds requests while a pool
+// restarts, the switch protocol, config reloads and the control API. It drives
+// pool, healthcheck, state and pages, which never call back into it except
+// through the pool.Observer interface.
+package switcher
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/pages"
+	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/state"
+)
+
+// Options configures a Switcher.
+type Options struct {
+	// Config is a loaded, valid configuration.
+	Config *config.Config
+	// Store holds the active pool, maintenance mode and the history.
+	Store *state.Store
+	// Logger may be nil.
+	Logger hclog.Logger
+	// Version is shown by status and in metrics.
+	Version string
+}
+
+// Switcher owns the pools and routes every request to the active one.
+type Switcher struct {
+	logger hclog.Logger
+	store  *state.Store
+
+	// settings is everything the request path reads, derived from the
+	// config at load time and swapped whole on reload.
+	settings atomic.Pointer[settings]
+	active   atomic.Pointer[pool.Pool]
+	pools    map[string]*pool.Pool // fixed at start: two pools
+
+	// changed wakes held requests and switch waiters: a server changed
+	// state, or the active pool changed.
+	changed signal
+	held    atomic.Int64
+
+	maintenance atomic.Pointer[maintenanceMode]
+	switching   atomic.Pointer[switchRun] // the switch in progress, or nil
+
+	mu sync.Mutex // serialises reloads
+
+	cfgMu     sync.Mutex // guards cfgStatus
+	cfgStatus ConfigStatus
+
+	version string
+}
+
+// settings is the request path's view of the config.
+type settings struct {
+	cfg     *config.Config
+	trusted []netip.Prefix
+	pages   *pages.Renderer
+}
+
+type maintenanceMode struct {
+	on      bool
+	message string
+}
+
+// New builds the pools and starts their health checks. The active pool is
+// the one the state file names, else the config's initial pool; its servers
+// start up (trusted, so that a restart of turnout causes no outage) and the
+// standby pool starts in probation.
+func New(o Options) (*Switcher, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	s := &Switcher{logger: o.Logger, store: o.Store, pools: make(map[string]*pool.Pool), version: o.Version}
+	st, err := newSettings(o.Config)
+	if err != nil {
+		return nil, err
+	}
+	s.settings.Store(st)
+
+	activeName, err := o.Store.Active()
+	if err != nil {
+		return nil, fmt.Errorf("read the active pool from %s: %w", o.Store.Path(), err)
+	}
+	if name, ok := o.Config.LookupPool(activeName); ok {
+		activeName = name
+	} else {
+		if activeName != "" {
+			s.logger.Warn("the state file names a pool the config does not have; using the config's initial pool",
+				"persisted", activeName, "initial", o.Config.InitialPool())
+		}
+		activeName = o.Config.InitialPool()
+		if err := o.Store.SetActive(activeName); err != nil {
+			return nil, fmt.Errorf("record the initial pool in %s: %w", o.Store.Path(), err)
+		}
+	}
+	on, msg, err := o.Store.Maintenance()
+	if err != nil {
+		return nil, fmt.Errorf("read maintenance mode from %s: %w", o.Store.Path(), err)
+	}
+	s.maintenance.Store(&maintenanceMode{on: on, message: msg})
+
+	transport := transportOptions(o.Config)
+	for _, name := range o.Config.PoolNames() {
+		pc := o.Config.Pools[name]
+		p := pool.New(pool.Options{
+			Name:      name,
+			Transport: transport,
+			Observer:  s,
+			Logger:    s.logger.Named("pool").With("pool", name),
+		})
+		s.pools[name] = p
+		initial, interval := healthcheck.Probation, pc.Health.StandbyInterval.D()
+		if name == activeName {
+			initial, interval = healthcheck.Up, pc.Health.Interval.D()
+		}
+		p.SetServers(pc.Servers, pc.Health, initial, interval)
+	}
+	s.active.Store(s.pools[activeName])
+	s.setConfigLoaded(o.Config)
+	s.logger.Info("pools ready", "active", activeName, "maintenance", on)
+	if pinned := o.Config.Active; pinned != "" && pinned != activeName {
+		s.logger.Info("the config pins another pool than the state file; switching", "state", activeName, "config", pinned)
+		s.startConfigSwitchLocked(pinned)
+	}
+	return s, nil
+}
+
+func newSettings(cfg *config.Config) (*settings, error) {
+	st := &settings{cfg: cfg, pages: pages.New()}
+	for _, t := range cfg.TrustedProxies {
+		prefix, err := parsePrefix(t)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_proxies: %w", err)
+		}
+		st.trusted = append(st.trusted, prefix)
+	}
+	if cfg.Maintenance.Page != "" {
+		r, err := pages.Load(cfg.Maintenance.Page)
+		if err != nil {
+			return nil, err
+		}
+		st.pages = r
+	}
+	return st, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func transportOptions(cfg *config.Config) pool.TransportOptions {
+	return pool.TransportOptions{
+		DialTimeout:           cfg.Proxy.DialTimeout.D(),
+		ResponseHeaderTimeout: cfg.Proxy.UpstreamTimeout.D(),
+		MaxIdle:               cfg.Proxy.MaxIdlePerServer,
+	}
+}
+
+// Config returns the configuration in force.
+func (s *Switcher) Config() *config.Config { return s.settings.Load().cfg }
+
+// Active returns the name of the active pool.
+func (s *Switcher) Active() string { return s.active.Load().Name() }
+
+// Pool returns the pool of that exact name, or nil.
+func (s *Switcher) Pool(name string) *pool.Pool { return s.pools[name] }
+
+// HealthChanged implements pool.Observer: a state change may make a pool
+// live, which wakes held requests and switch waiters.
+func (s *Switcher) HealthChanged(p *pool.Pool, srv *pool.Server, prev healthcheck.State, snap healthcheck.Snapshot) {
+	if prev != snap.State {
+		s.changed.broadcast()
+	}
+	s.notifySwitch(p)
+	s.observeHealth(p, srv, prev, snap)
+}
+
+// Close stops every health check and closes idle upstream connections.
+func (s *Switcher) Close() {
+	for _, p := range s.pools {
+		p.Close()
+	}
+}
+
+// signal is a broadcast: wait returns a channel closed at the next broadcast.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) broadcast() {
+	s.mu.Lock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+	s.mu.Unlock()
+}
+
+var errNoPool = errors.New("no such pool")
