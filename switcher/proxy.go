@@ -1,9 +1,11 @@
 package switcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -153,11 +155,9 @@ func (s *Switcher) writePage(w http.ResponseWriter, r *http.Request, status int,
 // server and failed before its response headers is retried once on another
 // server when it is idempotent and its body was not consumed.
 func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body *replayableBody
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &replayableBody{rc: req.Body}
-		req.Body = body
-		req.GetBody = body.get
+	body, err := replayable(req)
+	if err != nil {
+		return nil, err
 	}
 	var (
 		failed   *pool.Server // excluded from the next pick
@@ -184,6 +184,7 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 			failed = nil
 			continue
 		}
+		body.rewind(req)
 		resp, err := srv.RoundTrip(req)
 		if err == nil {
 			return resp, nil
@@ -246,11 +247,44 @@ func idempotent(r *http.Request) bool {
 	return r.Header.Get("Idempotency-Key") != ""
 }
 
+// maxKeptBody is the largest body of an idempotent request that is kept in
+// memory so that the request can be re-sent after a server failed it.
+const maxKeptBody = 64 << 10
+
+// replayable wraps req's body so that the request can be sent again as long
+// as nothing was read from it. An idempotent request with a small body of
+// known length (a POST with an Idempotency-Key) has its body read first, so
+// it stays replayable after a server failed it.
+func replayable(req *http.Request) (*replayableBody, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	b := &replayableBody{rc: req.Body}
+	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && idempotent(req) {
+		data, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength))
+		if err != nil {
+			return nil, fmt.Errorf("read the request body: %w", err)
+		}
+		b.kept = data
+	}
+	req.Body, req.GetBody = b, b.get
+	return b, nil
+}
+
+// rewind gives req a fresh copy of a kept body before an attempt.
+func (b *replayableBody) rewind(req *http.Request) {
+	if b != nil && b.kept != nil {
+		req.Body, _ = b.get()
+	}
+}
+
 // replayableBody lets a request body be sent again as long as nothing was
-// read from it. Close is a no-op: the server closes the real body.
+// read from it, or always when it is kept in memory. Close is a no-op: the
+// server closes the real body.
 type replayableBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool
+	kept []byte
 }
 
 var errBodyConsumed = errors.New("request body already sent")
@@ -265,9 +299,12 @@ func (b *replayableBody) Read(p []byte) (int, error) {
 
 func (b *replayableBody) Close() error { return nil }
 
-func (b *replayableBody) consumed() bool { return b != nil && b.read.Load() }
+func (b *replayableBody) consumed() bool { return b != nil && b.kept == nil && b.read.Load() }
 
 func (b *replayableBody) get() (io.ReadCloser, error) {
+	if b.kept != nil {
+		return io.NopCloser(bytes.NewReader(b.kept)), nil
+	}
 	if b.consumed() {
 		return nil, errBodyConsumed
 	}

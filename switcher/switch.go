@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/turnout/turnout/healthcheck"
 	"github.com/turnout/turnout/pool"
 	"github.com/turnout/turnout/state"
 )
@@ -60,6 +62,9 @@ type switchRun struct {
 	requestedAt time.Time
 	deadline    time.Time
 	checked     chan struct{} // buffered 1: a server of the target was checked
+
+	mu        sync.Mutex
+	lastError map[string]string // per server: the last check error seen while warming
 }
 
 // Switch runs the switch protocol and returns its history record; it returns
@@ -118,7 +123,7 @@ func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, 
 	run := &switchRun{
 		from: from, to: s.pools[name], req: req,
 		requestedAt: now, deadline: now.Add(timeout),
-		checked: make(chan struct{}, 1),
+		checked: make(chan struct{}, 1), lastError: make(map[string]string),
 	}
 	if !s.switching.CompareAndSwap(nil, run) {
 		cur := s.switching.Load()
@@ -158,7 +163,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		rec.Result = state.ResultAborted
 		rec.FinishedAt = time.Now().UTC()
 		rec.WarmMS = rec.FinishedAt.Sub(run.requestedAt).Milliseconds()
-		rec.Servers = outcomes(run.to)
+		rec.Servers = run.outcomes()
 		run.to.SetInterval(cfg.Pools[run.to.Name()].Health.StandbyInterval.D())
 		if serr := s.store.RecordSwitch(rec); serr != nil {
 			log.Error("cannot record the aborted switch", "error", serr)
@@ -170,7 +175,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	}
 	rec.ReadyAt = time.Now().UTC()
 	rec.WarmMS = rec.ReadyAt.Sub(run.requestedAt).Milliseconds()
-	rec.Servers = outcomes(run.to)
+	rec.Servers = run.outcomes()
 	emit(Event{Type: "ready", Servers: s.progress(run.to)})
 
 	// Persist first: a crash after this point comes back on the new pool.
@@ -227,8 +232,13 @@ func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(Event)) e
 }
 
 // notifySwitch tells a warming switch that a server of its target was checked.
-func (s *Switcher) notifySwitch(p *pool.Pool) {
+func (s *Switcher) notifySwitch(p *pool.Pool, snap healthcheck.Snapshot) {
 	if run := s.switching.Load(); run != nil && run.to == p {
+		if snap.LastError != "" {
+			run.mu.Lock()
+			run.lastError[snap.Server] = snap.LastError
+			run.mu.Unlock()
+		}
 		select {
 		case run.checked <- struct{}{}:
 		default:
@@ -249,10 +259,18 @@ func (s *Switcher) progress(p *pool.Pool) []ServerProgress {
 	return out
 }
 
-func outcomes(p *pool.Pool) []state.ServerOutcome {
+// outcomes is the warm-up's result per server; a server that passed its
+// last check keeps the last error it had during the warm-up, so that a
+// flapping server's record says why it never got ready.
+func (run *switchRun) outcomes() []state.ServerOutcome {
+	run.mu.Lock()
+	defer run.mu.Unlock()
 	var out []state.ServerOutcome
-	for _, srv := range p.Servers() {
+	for _, srv := range run.to.Servers() {
 		snap := srv.Monitor().Snapshot()
+		if snap.LastError == "" {
+			snap.LastError = run.lastError[snap.Server]
+		}
 		out = append(out, state.ServerOutcome{Address: snap.Server, State: snap.State.String(), Passes: snap.Passes, LastError: snap.LastError})
 	}
 	return out

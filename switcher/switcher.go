@@ -189,7 +189,7 @@ func (s *Switcher) HealthChanged(p *pool.Pool, srv *pool.Server, prev healthchec
 	if prev != snap.State {
 		s.changed.broadcast()
 	}
-	s.notifySwitch(p)
+	s.notifySwitch(p, snap)
 	s.observeHealth(p, srv, prev, snap)
 }
 
