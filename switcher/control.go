@@ -1,0 +1,474 @@
+package switcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/turnout/turnout/state"
+)
+
+// The control API (SPEC.md 4.8): HTTP+JSON on the unix socket `control`
+// and, optionally, on TCP `control_listen` with bearer tokens.
+//
+// Every error answer is {"error": "...", "code": "..."} with one of these
+// codes; the CLI maps them to exit codes.
+const (
+	codeBadRequest    = "bad_request"        // 400: bad JSON, unknown field, bad duration or limit, missing "to"
+	codeUnauthorized  = "unauthorized"       // 401: TCP request without a valid bearer token
+	codeNotFound      = "not_found"          // 404: no such endpoint
+	codeUnknownPool   = "unknown_pool"       // 404: the switch names no pool of the config
+	codeBadMethod     = "method_not_allowed" // 405
+	codeConflict      = "conflict"           // 409: a switch in progress, or expect_active did not match
+	codePinned        = "pinned"             // 409: the config file's `active` decides
+	codeTooLarge      = "too_large"          // 413: body over maxControlBody
+	codeAborted       = "aborted"            // 422 (200 in a stream): the target never became ready
+	codeInvalidConfig = "invalid_config"     // 422: reload found an invalid config file
+	codeInternal      = "internal"           // 500: the state file could not be written
+)
+
+// maxControlBody bounds a request body of the control API.
+const maxControlBody = 64 << 10
+
+// ndjson is the media type of a streamed switch.
+const ndjson = "application/x-ndjson"
+
+// defaultHistoryLimit is the number of records GET /v1/history returns
+// without ?limit.
+const defaultHistoryLimit = 20
+
+// SwitchResult is the answer to POST /v1/switch: the one JSON object of a
+// plain request, or the last line of a stream.
+type SwitchResult struct {
+	// Type is always "result", telling it from the events of a stream.
+	Type string `json:"type"`
+	// Result is "switched", "forced", "aborted", "already_active", or
+	// "accepted" for no_wait.
+	Result string `json:"result"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	// Record is the history record; absent for already_active and accepted.
+	Record *state.Record `json:"record,omitempty"`
+	// Error says why an aborted switch failed; Code is then "aborted".
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+}
+
+// switchBody is the JSON body of POST /v1/switch.
+type switchBody struct {
+	To           string `json:"to"`
+	Timeout      string `json:"timeout"`
+	Reason       string `json:"reason"`
+	ExpectActive string `json:"expect_active"`
+	Force        bool   `json:"force"`
+	NoWait       bool   `json:"no_wait"`
+}
+
+// maintenanceBody is the JSON body of POST /v1/maintenance.
+type maintenanceBody struct {
+	On      *bool  `json:"on"`
+	Message string `json:"message"`
+}
+
+// apiError is an error answer with its status and code.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{http.StatusBadRequest, codeBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// controlListeners are the control API's unix socket and, when configured,
+// its TCP listener.
+func (s *Switcher) controlListeners() []extraListener {
+	cfg := s.Config()
+	var out []extraListener
+	if cfg.Control != "" {
+		path := cfg.Control
+		out = append(out, extraListener{
+			listen:  func() (net.Listener, error) { return listenControlSocket(path) },
+			addr:    func(a *Addrs, addr string) { a.Control = addr },
+			handler: s.controlHandler(unixActor),
+		})
+	}
+	if cfg.ControlListen != "" {
+		addr := cfg.ControlListen
+		out = append(out, extraListener{
+			listen: func() (net.Listener, error) {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return nil, fmt.Errorf("listen on control_listen %s: %w", addr, err)
+				}
+				s.logger.Info("control API on TCP; every request needs a bearer token", "address", ln.Addr().String())
+				return ln, nil
+			},
+			// Addrs.Control names the unix socket; the TCP address is logged above.
+			addr:    func(*Addrs, string) {},
+			handler: s.requireToken(s.controlHandler(tokenActor)),
+		})
+	}
+	return out
+}
+
+// listenControlSocket listens on the unix socket at path: it makes the
+// directory, replaces a stale socket that nothing answers on, refuses to
+// steal the socket of a live daemon, and makes the socket 0660.
+func listenControlSocket(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create the directory of the control socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("control socket %s exists and is not a socket: remove it or set another `control` path", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another turnout is listening on %s: stop it, or give this one another `control` path", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove the stale control socket %s: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod 0660 control socket %s: %w", path, err)
+	}
+	return peerListener{ln}, nil
+}
+
+// peerListener records each connection's peer credentials. http.Server
+// puts a connection's LocalAddr in the request context
+// (http.LocalAddrContextKey), so peerConn returns a peerAddr carrying the
+// peer's uid: that is how a handler learns who is on the other end.
+type peerListener struct{ net.Listener }
+
+func (l peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	pa := peerAddr{Addr: c.LocalAddr(), uid: -1}
+	if uc, ok := c.(*net.UnixConn); ok {
+		if raw, err := uc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+					pa.uid = int(cred.Uid)
+				}
+			})
+		}
+	}
+	return peerConn{Conn: c, local: pa}, nil
+}
+
+type peerConn struct {
+	net.Conn
+	local peerAddr
+}
+
+func (c peerConn) LocalAddr() net.Addr { return c.local }
+
+// peerAddr is the local address of a control connection plus the peer's
+// uid (-1 when unknown).
+type peerAddr struct {
+	net.Addr
+	uid int
+}
+
+// unixActor names the user on the other end of the unix socket: the user
+// name of its uid, else "uid:N".
+func unixActor(r *http.Request) string {
+	pa, ok := r.Context().Value(http.LocalAddrContextKey).(peerAddr)
+	if !ok || pa.uid < 0 {
+		return "unknown"
+	}
+	id := strconv.Itoa(pa.uid)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return "uid:" + id
+}
+
+// tokenNameKey is the context key of the token name requireToken accepted.
+type tokenNameKey struct{}
+
+func tokenActor(r *http.Request) string {
+	name, _ := r.Context().Value(tokenNameKey{}).(string)
+	return name
+}
+
+// requireToken lets through requests whose bearer token is one of
+// control_tokens, with the token's name in the context; others get 401.
+// Every token is compared in constant time, so timing tells nothing about
+// which token came close.
+func (s *Switcher) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		name := ""
+		if ok && given != "" {
+			for n, v := range s.Config().ControlTokens {
+				if subtle.ConstantTimeCompare([]byte(given), []byte(v)) == 1 {
+					name = n
+				}
+			}
+		}
+		if name == "" {
+			s.logger.Named("control").Warn("control request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeError(w, &apiError{http.StatusUnauthorized, codeUnauthorized,
+				"missing or wrong bearer token: send `Authorization: Bearer <token>` with a value of control_tokens (the CLI reads it from TURNOUT_TOKEN)"})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenNameKey{}, name)))
+	})
+}
+
+// controlHandler routes the control API; actor names who sent a request.
+func (s *Switcher) controlHandler(actor func(*http.Request) string) http.Handler {
+	type route struct {
+		method string
+		serve  func(http.ResponseWriter, *http.Request, string) error
+	}
+	routes := map[string]route{
+		"/v1/status":      {http.MethodGet, s.serveStatus},
+		"/v1/switch":      {http.MethodPost, s.serveSwitch},
+		"/v1/history":     {http.MethodGet, s.serveHistory},
+		"/v1/maintenance": {http.MethodPost, s.serveMaintenance},
+		"/v1/reload":      {http.MethodPost, s.serveReload},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt, ok := routes[r.URL.Path]
+		if !ok {
+			writeError(w, &apiError{http.StatusNotFound, codeNotFound,
+				fmt.Sprintf("no endpoint %s: the control API has /v1/status, /v1/switch, /v1/history, /v1/maintenance and /v1/reload", r.URL.Path)})
+			return
+		}
+		if r.Method != rt.method {
+			w.Header().Set("Allow", rt.method)
+			writeError(w, &apiError{http.StatusMethodNotAllowed, codeBadMethod,
+				fmt.Sprintf("%s %s is not supported: use %s", r.Method, r.URL.Path, rt.method)})
+			return
+		}
+		if err := rt.serve(w, r, actor(r)); err != nil {
+			writeError(w, err)
+		}
+	})
+}
+
+func (s *Switcher) serveStatus(w http.ResponseWriter, _ *http.Request, _ string) error {
+	writeJSON(w, http.StatusOK, s.Status())
+	return nil
+}
+
+func (s *Switcher) serveHistory(w http.ResponseWriter, r *http.Request, _ string) error {
+	limit := defaultHistoryLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return badRequest("limit=%q is not a whole number >= 0: pass ?limit=N (0 for the whole history)", v)
+		}
+		limit = n
+	}
+	recs, err := s.History(limit)
+	if err != nil {
+		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	}
+	if recs == nil {
+		recs = []state.Record{}
+	}
+	writeJSON(w, http.StatusOK, recs)
+	return nil
+}
+
+func (s *Switcher) serveMaintenance(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body maintenanceBody
+	if err := decodeBody(w, r, &body); err != nil {
+		return err
+	}
+	if body.On == nil {
+		return badRequest(`"on" is missing: send {"on": true, "message": "..."} or {"on": false}`)
+	}
+	if err := s.SetMaintenance(*body.On, body.Message); err != nil {
+		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	}
+	s.logger.Named("control").Info("maintenance mode set", "on", *body.On, "actor", actor)
+	writeJSON(w, http.StatusOK, map[string]any{"maintenance": *body.On, "message": body.Message})
+	return nil
+}
+
+func (s *Switcher) serveReload(w http.ResponseWriter, r *http.Request, actor string) error {
+	s.logger.Named("control").Info("reload requested", "actor", actor)
+	if err := s.Reload("api"); err != nil {
+		return &apiError{http.StatusUnprocessableEntity, codeInvalidConfig,
+			fmt.Sprintf("config not applied, the running config stays: %v", err)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "config": s.configStatus()})
+	return nil
+}
+
+// serveSwitch runs the switch protocol for the caller. With Accept:
+// application/x-ndjson it streams each Event as one line as it happens and
+// ends with a SwitchResult line; otherwise it answers the SwitchResult
+// alone. Errors found before the switch starts (unknown pool, conflict,
+// pinned) are plain error answers in both forms. The request's context ends
+// when the client goes away, which aborts a switch still warming.
+func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body switchBody
+	if err := decodeBody(w, r, &body); err != nil {
+		return err
+	}
+	if strings.TrimSpace(body.To) == "" {
+		return badRequest(`"to" is missing: name the pool to switch to, e.g. {"to": "B"}`)
+	}
+	req := SwitchRequest{To: body.To, Reason: body.Reason, ExpectActive: body.ExpectActive, Force: body.Force, Actor: actor}
+	if body.Timeout != "" {
+		d, err := time.ParseDuration(body.Timeout)
+		if err != nil || d <= 0 {
+			return badRequest(`"timeout": %q is not a positive duration: write it like "30s" or "2m"`, body.Timeout)
+		}
+		req.Timeout = d
+	}
+
+	if body.NoWait {
+		ev, err := s.Accept(req)
+		if err != nil {
+			return switchError(err)
+		}
+		res := SwitchResult{Type: "result", Result: "accepted", From: ev.From, To: ev.To}
+		status := http.StatusAccepted
+		if ev.Type != "accepted" {
+			res.Result, status = "already_active", http.StatusOK
+		}
+		writeJSON(w, status, res)
+		return nil
+	}
+
+	stream := strings.Contains(r.Header.Get("Accept"), ndjson)
+	var (
+		started bool
+		enc     = json.NewEncoder(w)
+		flusher = http.NewResponseController(w)
+	)
+	var events func(Event)
+	if stream {
+		events = func(e Event) {
+			if !started {
+				started = true
+				w.Header().Set("Content-Type", ndjson)
+				w.Header().Set("Cache-Control", "no-store")
+				w.WriteHeader(http.StatusOK)
+			}
+			// A write error means the client left; the context says so too.
+			enc.Encode(e)
+			flusher.Flush()
+		}
+	}
+	rec, err := s.Switch(r.Context(), req, events)
+	res := SwitchResult{Type: "result", To: req.To, Record: rec}
+	switch {
+	case err == nil && rec == nil:
+		res.Result = "already_active"
+	case err == nil:
+		res.Result, res.From, res.To = rec.Result, rec.From, rec.To
+	case errors.Is(err, ErrAborted):
+		res.Result, res.Error, res.Code = state.ResultAborted, err.Error(), codeAborted
+		if rec != nil {
+			res.From, res.To = rec.From, rec.To
+		}
+	case !started:
+		return switchError(err)
+	default:
+		res.Result, res.Error, res.Code = "error", err.Error(), codeInternal
+	}
+	if started {
+		enc.Encode(res)
+		flusher.Flush()
+		return nil
+	}
+	status := http.StatusOK
+	if res.Code == codeAborted {
+		status = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, status, res)
+	return nil
+}
+
+// switchError maps an error of Switch or Accept to its answer.
+func switchError(err error) *apiError {
+	switch {
+	case errors.Is(err, ErrUnknownPool):
+		return &apiError{http.StatusNotFound, codeUnknownPool, err.Error()}
+	case errors.Is(err, ErrPinned):
+		return &apiError{http.StatusConflict, codePinned, err.Error()}
+	case errors.Is(err, ErrConflict):
+		return &apiError{http.StatusConflict, codeConflict, err.Error()}
+	case errors.Is(err, ErrAborted):
+		return &apiError{http.StatusUnprocessableEntity, codeAborted, err.Error()}
+	}
+	return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+}
+
+// decodeBody reads the whole body (at most maxControlBody) and decodes it
+// strictly into v. Reading to the end also lets http.Server notice a client
+// that hangs up, which cancels the request's context.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return &apiError{http.StatusRequestEntityTooLarge, codeTooLarge,
+				fmt.Sprintf("the request body is over %d bytes: send a smaller JSON object", maxControlBody)}
+		}
+		return badRequest("read the request body: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return badRequest("the request body is empty: send a JSON object (see SPEC.md 4.8 for its fields)")
+		}
+		return badRequest("the request body is not valid: %v: send one JSON object with only the documented fields", err)
+	}
+	if dec.More() {
+		return badRequest("the request body holds more than one JSON value: send one JSON object")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	}
+	writeJSON(w, ae.status, map[string]string{"error": ae.msg, "code": ae.code})
+}
