@@ -25,6 +25,7 @@ type CLI struct {
 	Validate    ValidateCmd    `cmd:"" help:"Check a config file without touching a running daemon."`
 	Maintenance MaintenanceCmd `cmd:"" help:"Serve the maintenance page on purpose, or stop doing so."`
 	Demo        DemoCmd        `cmd:"" help:"Run two demo pools and a turnout on loopback, and show what to try."`
+	Completion  CompletionCmd  `cmd:"" help:"Print a shell completion script (bash or zsh)."`
 }
 
 // logger builds the logger from the flags, falling back to the config's values.
