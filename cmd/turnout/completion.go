@@ -48,7 +48,7 @@ func completionWords(root *kong.Node) map[string][]string {
 		}
 		words[path] = append(list, flags...)
 	}
-	walk(root, "", []string{"--help"})
+	walk(root, "", nil)
 	return words
 }
 
