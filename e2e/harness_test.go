@@ -1,0 +1,358 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// eventTimeout bounds waits for events that normally take milliseconds; it
+// is generous so that a slow machine does not fail a test.
+const eventTimeout = 10 * time.Second
+
+// turnoutBin is the binary built once by TestMain.
+var turnoutBin string
+
+func TestMain(m *testing.M) {
+	if os.Getenv(backendEnv) != "" {
+		os.Exit(backendMain())
+	}
+	dir, err := os.MkdirTemp("", "turnout-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: make a temporary directory:", err)
+		os.Exit(1)
+	}
+	turnoutBin = filepath.Join(dir, "turnout")
+	args := []string{"build", "-o", turnoutBin}
+	if raceEnabled {
+		// The daemon's data races are bugs too: a race report makes it
+		// exit 66, which the stop check of every test catches.
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/turnout")...)
+	build.Dir = ".."
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build ./cmd/turnout:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's output from its reader goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freeTCPAddr returns a loopback address nothing listens on right now, so a
+// process can bind exactly that address, and bind it again after a restart.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pick a free port: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// shortDir is a temporary directory with a short path: unix socket paths are
+// limited to 108 bytes, which t.TempDir() may exceed.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "te")
+	if err != nil {
+		t.Fatalf("make a socket directory: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// waitLine reads r line by line into log, and reports on the returned
+// channel the first line that matches re; the channel is closed at EOF.
+func waitLine(r io.Reader, log io.Writer, re *regexp.Regexp) <-chan string {
+	found := make(chan string, 1)
+	go func() {
+		defer close(found)
+		sc := bufio.NewScanner(r)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(log, line)
+			if !sent && re.MatchString(line) {
+				found <- line
+				sent = true
+			}
+		}
+	}()
+	return found
+}
+
+// process is a started child process and the channel closed when it exits.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error // set before exited is closed
+	output *lockedBuffer
+}
+
+// start runs cmd and waits until a line of the stream (stdout or stderr)
+// matches ready; the process's output is kept for failure reports.
+func start(t *testing.T, cmd *exec.Cmd, stderrIsReady bool, ready *regexp.Regexp) *process {
+	t.Helper()
+	p := &process{cmd: cmd, exited: make(chan struct{}), output: &lockedBuffer{}}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	readyStream, other := stdout, stderr
+	if stderrIsReady {
+		readyStream, other = stderr, stdout
+	}
+	var copied sync.WaitGroup
+	copied.Add(1)
+	go func() {
+		defer copied.Done()
+		io.Copy(p.output, other)
+	}()
+	lines := waitLine(readyStream, p.output, ready)
+	go func() {
+		// Wait must come after the pipes are read to the end.
+		_, drained := <-lines
+		for drained {
+			_, drained = <-lines
+		}
+		copied.Wait()
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case _, ok := <-lines:
+		if !ok {
+			<-p.exited
+			t.Fatalf("%s exited before it was ready (%v):\n%s", strings.Join(cmd.Args, " "), p.err, p.output)
+		}
+	case <-time.After(eventTimeout):
+		cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("%s was not ready within %s:\n%s", strings.Join(cmd.Args, " "), eventTimeout, p.output)
+	}
+	return p
+}
+
+// signal sends sig and waits for the process to exit.
+func (p *process) stop(t *testing.T, sig syscall.Signal, within time.Duration) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("signal %v to %s: %v", sig, p.cmd.Path, err)
+	}
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(within):
+		p.cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("%s did not exit within %s of %v:\n%s", strings.Join(p.cmd.Args, " "), within, sig, p.output)
+		return nil
+	}
+}
+
+func (p *process) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// turnout is a running `turnout serve`.
+type turnout struct {
+	*process
+	// Addr is the proxy's listen address, URL its base URL.
+	Addr, URL string
+	// Config is the config file's path.
+	Config string
+}
+
+// settings are the parts of a generated config a test chooses.
+type settings struct {
+	// A and B are the pools' servers as the config writes them; A is active.
+	A, B []string
+	// Proxy is extra lines for the [proxy] table; hold_timeout defaults to
+	// "10s" unless given here.
+	Proxy string
+}
+
+var configTemplate = template.Must(template.New("config").Parse(`
+listen  = ["{{.Listen}}"]
+control = "{{.Control}}"
+state   = "{{.State}}"
+initial = "A"
+log_level = "debug"
+
+[proxy]
+drain_timeout = "2s"
+{{.Proxy}}
+[switch]
+warm_interval = "50ms"
+
+[health]
+interval         = "100ms"
+standby_interval = "100ms"
+timeout          = "500ms"
+rise = 2
+fall = 1
+
+[pools.A]
+servers = [{{range $i, $s := .A}}{{if $i}}, {{end}}"{{$s}}"{{end}}]
+
+[pools.B]
+servers = [{{range $i, $s := .B}}{{if $i}}, {{end}}"{{$s}}"{{end}}]
+`))
+
+var listeningRE = regexp.MustCompile(`turnout: listening(:|$)`)
+
+// startTurnout writes a config for s and runs `turnout serve` on it until the
+// test ends, when it is stopped with SIGTERM and must exit 0.
+func startTurnout(t *testing.T, s settings) *turnout {
+	t.Helper()
+	dir := t.TempDir()
+	if len(s.B) == 0 {
+		s.B = []string{freeTCPAddr(t)} // a standby pool nobody serves
+	}
+	if !strings.Contains(s.Proxy, "hold_timeout") {
+		s.Proxy += "\nhold_timeout = \"10s\"\n"
+	}
+	data := struct {
+		settings
+		Listen, Control, State string
+	}{s, freeTCPAddr(t), filepath.Join(shortDir(t), "c.sock"), filepath.Join(dir, "state.db")}
+	var cfg bytes.Buffer
+	if err := configTemplate.Execute(&cfg, data); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "turnout.toml")
+	if err := os.WriteFile(path, cfg.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, exec.Command(turnoutBin, "serve", "--config", path), true, listeningRE)
+	tn := &turnout{process: p, Addr: data.Listen, URL: "http://" + data.Listen, Config: path}
+	t.Cleanup(func() {
+		err := p.stop(t, syscall.SIGTERM, 30*time.Second)
+		out := p.output.String()
+		if err != nil || strings.Contains(out, "DATA RACE") {
+			t.Errorf("turnout did not exit cleanly after SIGTERM (%v):\n%s", err, out)
+		} else if t.Failed() {
+			t.Logf("turnout's log:\n%s", out)
+		}
+	})
+	return tn
+}
+
+// backend is one backend process that can be stopped and started again on
+// the same address.
+type backend struct {
+	t                   *testing.T
+	Name, Network, Addr string
+	proc                *process
+}
+
+// newBackend starts a backend named name on network ("tcp" or "unix"); it
+// is killed at the end of the test if still running.
+func newBackend(t *testing.T, name, network string) *backend {
+	t.Helper()
+	addr := ""
+	switch network {
+	case "tcp":
+		addr = freeTCPAddr(t)
+	case "unix":
+		addr = filepath.Join(shortDir(t), name+".sock")
+	default:
+		t.Fatalf("backend network %q: want tcp or unix", network)
+	}
+	b := &backend{t: t, Name: name, Network: network, Addr: addr}
+	b.Start()
+	t.Cleanup(func() {
+		if b.proc.running() {
+			b.proc.stop(t, syscall.SIGKILL, eventTimeout)
+		}
+	})
+	return b
+}
+
+// Spec is the backend as a turnout config writes a server.
+func (b *backend) Spec() string {
+	if b.Network == "unix" {
+		return "unix:" + b.Addr
+	}
+	return b.Addr
+}
+
+// Start (re)starts the backend on its address and waits until it listens.
+func (b *backend) Start() {
+	b.t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), backendEnv+"="+b.Name, backendNetworkEnv+"="+b.Network, backendAddrEnv+"="+b.Addr)
+	b.proc = start(b.t, cmd, false, regexp.MustCompile(`^ready$`))
+}
+
+// Stop sends sig (SIGTERM: graceful; SIGKILL: a crash) and waits for the exit.
+func (b *backend) Stop(sig syscall.Signal) {
+	b.t.Helper()
+	b.proc.stop(b.t, sig, eventTimeout)
+}
+
+// after returns a channel that fires after d, for the pauses a scenario is
+// made of (a restart that takes 1.5 s), never for synchronisation.
+func after(ctx context.Context, d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}()
+	return done
+}
