@@ -87,6 +87,7 @@ func (b *backend) start() {
 
 // harness is a running Switcher on loopback.
 type harness struct {
+	path  string // the config file
 	sw    *Switcher
 	proxy string
 	addrs Addrs
@@ -132,7 +133,7 @@ servers = [%s]
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	go func() { done <- sw.Serve(ctx, func(a Addrs) { ready <- a }) }()
-	h := &harness{sw: sw, store: store}
+	h := &harness{path: path, sw: sw, store: store}
 	select {
 	case h.addrs = <-ready:
 	case err := <-done:

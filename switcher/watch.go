@@ -2,7 +2,7 @@ package switcher
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,21 +14,20 @@ import (
 // write, rename and chmod) into one reload.
 const watchDebounce = 100 * time.Millisecond
 
-// Watch reloads the config when its file changes, until ctx ends. It watches
-// the file's directory, so that rename-on-save, `mv`, delete-and-recreate
-// and Kubernetes-style symlink swaps (`..data`) all count, and the directory
-// of the symlink's target too.
-func (s *Switcher) Watch(ctx context.Context) {
+// Watch starts reloading the config when its file changes, until ctx ends.
+// It watches the file's directory, so that rename-on-save, `mv`,
+// delete-and-recreate and Kubernetes-style symlink swaps (`..data`) all
+// count, and the directory of the symlink's target too. The watch is in place
+// when Watch returns; the loop runs in its own goroutine.
+func (s *Switcher) Watch(ctx context.Context) error {
 	path := s.Config().Path
 	if path == "" {
-		return
+		return nil
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.logger.Error("cannot watch the config file; reload with SIGHUP", "path", path, "error", err)
-		return
+		return fmt.Errorf("watch the config file %s: %w (reload with SIGHUP instead)", path, err)
 	}
-	defer w.Close()
 	dirs := map[string]bool{}
 	watchDirs := func() {
 		for _, dir := range watchedDirs(path) {
@@ -42,34 +41,38 @@ func (s *Switcher) Watch(ctx context.Context) {
 		}
 	}
 	watchDirs()
-	var (
-		timer  = time.NewTimer(time.Hour)
-		timerC <-chan time.Time
-	)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
+	go func() {
+		defer w.Close()
+		var (
+			timer  = time.NewTimer(time.Hour)
+			timerC <-chan time.Time
+		)
+		timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
 				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if relevant(path, ev.Name) {
+					timer.Reset(watchDebounce)
+					timerC = timer.C
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				s.logger.Warn("config watcher error", "error", err)
+			case <-timerC:
+				timerC = nil
+				s.Reload("file")
+				watchDirs()
 			}
-			if relevant(path, ev.Name) {
-				timer.Reset(watchDebounce)
-				timerC = timer.C
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			s.logger.Warn("config watcher error", "error", err)
-		case <-timerC:
-			timerC = nil
-			s.Reload("file")
-			watchDirs()
 		}
-	}
+	}()
+	return nil
 }
 
 // watchedDirs is the config file's directory and, when the file is a
@@ -91,11 +94,6 @@ func relevant(path, name string) bool {
 	if base == filepath.Base(path) || strings.HasPrefix(base, "..") {
 		return true
 	}
-	if target, err := filepath.EvalSymlinks(path); err == nil && target == name {
-		return true
-	}
-	if _, err := os.Lstat(path); err != nil {
-		return false
-	}
-	return false
+	target, err := filepath.EvalSymlinks(path)
+	return err == nil && target == name
 }

@@ -69,7 +69,9 @@ func serve(ctx context.Context, cfg *config.Config, cli *CLI, logger hclog.Logge
 			}
 		}
 	}()
-	go sw.Watch(ctx)
+	if err := sw.Watch(ctx); err != nil {
+		logger.Warn("config file not watched", "error", err)
+	}
 	return sw.Serve(ctx, func(a switcher.Addrs) {
 		notifySystemd("READY=1")
 		if ready != nil {
