@@ -389,6 +389,9 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 	switch {
 	case err == nil && rec == nil:
 		res.Result = "already_active"
+		if name, ok := s.Config().LookupPool(req.To); ok {
+			res.To = name
+		}
 	case err == nil:
 		res.Result, res.From, res.To = rec.Result, rec.From, rec.To
 	case errors.Is(err, ErrAborted):
@@ -401,7 +404,12 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 	default:
 		res.Result, res.Error, res.Code = "error", err.Error(), codeInternal
 	}
-	if started {
+	if stream {
+		// Even a stream without events (already active) is NDJSON.
+		if !started {
+			w.Header().Set("Content-Type", ndjson)
+			w.Header().Set("Cache-Control", "no-store")
+		}
 		enc.Encode(res)
 		flusher.Flush()
 		return nil

@@ -288,6 +288,9 @@ func TestControlSwitchStreams(t *testing.T) {
 		t.Errorf("active = %s, want B", d.sw.Active())
 	}
 
+	if lines := readStream(t, d.stream(t, `{"to":"B"}`)); len(lines) != 1 || lines[0].Result != "already_active" {
+		t.Errorf("streamed switch to the active pool: %+v; want one already_active line", lines)
+	}
 	var again SwitchResult
 	if code := d.do(t, http.MethodPost, "/v1/switch", `{"to":"B"}`, &again); code != http.StatusOK || again.Result != "already_active" {
 		t.Errorf("switch to the active pool: %d %+v", code, again)

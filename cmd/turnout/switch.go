@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/turnout/turnout/state"
+	"github.com/turnout/turnout/switcher"
+)
+
+// SwitchCmd moves traffic to a pool with the protocol of SPEC.md 4.4.
+type SwitchCmd struct {
+	Pool         string        `arg:"" help:"Pool to switch traffic to (case-insensitive)."`
+	Timeout      time.Duration `help:"How long the pool may take to become ready (default: the config's switch.timeout, 60s)." placeholder:"60s"`
+	Reason       string        `help:"Why, recorded in the history." placeholder:"TEXT"`
+	ExpectActive string        `help:"Refuse (exit 4) unless this pool is active now." placeholder:"POOL"`
+	Force        bool          `help:"Skip the warm-up: move traffic at once (emergencies only)."`
+	NoWait       bool          `help:"Return once the daemon has accepted the switch."`
+}
+
+// switchLine is one line of the daemon's NDJSON stream: an event, or the
+// final result (Type "result").
+type switchLine struct {
+	switcher.Event
+	Result string        `json:"result"`
+	Record *state.Record `json:"record"`
+	Error  string        `json:"error"`
+}
+
+// Run asks the daemon to switch and reports progress and the verdict.
+func (c *SwitchCmd) Run(cli *CLI) error {
+	body := map[string]any{
+		"to": c.Pool, "reason": c.Reason, "expect_active": c.ExpectActive,
+		"force": c.Force, "no_wait": c.NoWait,
+	}
+	if c.Timeout > 0 {
+		body["timeout"] = c.Timeout.String()
+	}
+	// Ctrl-C closes the connection, which aborts a switch still warming.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	client := cli.client()
+	resp, err := client.do(ctx, http.MethodPost, "/v1/switch", body, "application/x-ndjson")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+
+	if c.NoWait {
+		var res switcher.SwitchResult
+		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+			return fmt.Errorf("read the answer of %s: %w", client.addr, err)
+		}
+		if res.Result == "already_active" {
+			fmt.Printf("%s is already active\n", c.Pool)
+		} else {
+			fmt.Printf("accepted %s -> %s; the daemon runs the switch, follow it with `turnout status`\n", res.From, res.To)
+		}
+		return nil
+	}
+
+	var view progressView = &lineView{w: os.Stdout, seen: map[string]switcher.ServerProgress{}}
+	if isTerminal(os.Stdout) {
+		view = &liveView{w: os.Stdout}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var l switchLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("the daemon at %s sent a line that is not JSON (%v): is it the same turnout version?", client.addr, err)
+		}
+		if l.Type == "result" {
+			return verdict(os.Stdout, c.Pool, l)
+		}
+		view.event(l.Event)
+	}
+	if ctx.Err() != nil {
+		return exitWith(exitFailed, "interrupted: the daemon aborts the switch if it was still warming; check `turnout status`")
+	}
+	err = sc.Err()
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return exitWith(exitFailed, "the daemon at %s ended the stream without a verdict (%v): check `turnout status` and `turnout history`", client.addr, err)
+}
+
+// verdict prints the final line and returns the error for the exit code.
+func verdict(w io.Writer, pool string, l switchLine) error {
+	rec := l.Record
+	switch {
+	case l.Result == "already_active":
+		if l.To != "" {
+			pool = l.To
+		}
+		fmt.Fprintf(w, "%s is already active\n", pool)
+		return nil
+	case rec != nil && (l.Result == state.ResultSwitched || l.Result == state.ResultForced):
+		took := rec.SwitchedAt.Sub(rec.RequestedAt).Seconds()
+		if l.Result == state.ResultForced {
+			fmt.Fprintf(w, "forced switch to %s in %.1fs (no warm-up), history id %d\n", rec.To, took, rec.ID)
+		} else {
+			fmt.Fprintf(w, "switched to %s in %.1fs (warm-up %.1fs), history id %d\n", rec.To, took, float64(rec.WarmMS)/1000, rec.ID)
+		}
+		return nil
+	case l.Result == state.ResultAborted:
+		fmt.Fprintln(w, l.Error)
+		if rec != nil {
+			pool = rec.To
+			for _, s := range rec.Servers {
+				if s.State != "up" {
+					fmt.Fprintf(w, "  %s  %s  %d passes  last error: %s\n", s.Address, s.State, s.Passes, orNone(s.LastError))
+				}
+			}
+		}
+		return exitWith(exitFailed, "switch to %s aborted, the old pool keeps traffic: fix the servers above (or pass a longer --timeout) and switch again", pool)
+	}
+	return exitWith(exitFailed, "switch to %s failed: %s", pool, l.Error)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// progressView shows the events of a switch as they arrive.
+type progressView interface{ event(switcher.Event) }
+
+// lineView prints one line per event, for logs and scripts.
+type lineView struct {
+	w    io.Writer
+	seen map[string]switcher.ServerProgress
+}
+
+func (v *lineView) event(e switcher.Event) {
+	switch e.Type {
+	case "accepted":
+		fmt.Fprintf(v.w, "accepted %s -> %s\n", e.From, e.To)
+	case "progress":
+		// Only servers whose count or state moved: a line per check would drown the log.
+		for _, s := range e.Servers {
+			s.Passes = min(s.Passes, s.Rise) // passes beyond rise change nothing
+			if prev, ok := v.seen[s.Address]; ok && prev.Passes == s.Passes && prev.State == s.State && prev.LastError == s.LastError {
+				continue
+			}
+			v.seen[s.Address] = s
+			line := fmt.Sprintf("progress %s %d/%d %s", s.Address, s.Passes, s.Rise, s.State)
+			if s.LastError != "" {
+				line += "  last error: " + s.LastError
+			}
+			fmt.Fprintln(v.w, line)
+		}
+	case "drained":
+		if e.Message != "" && e.Message != "drained" {
+			fmt.Fprintf(v.w, "drained: %s\n", e.Message)
+		} else {
+			fmt.Fprintln(v.w, "drained")
+		}
+	case "aborted":
+		// The verdict says why.
+	default:
+		fmt.Fprintln(v.w, e.Type)
+	}
+}
+
+// liveView redraws one line per server of the target in place.
+type liveView struct {
+	w     io.Writer
+	drawn int // lines drawn last time, to move back over
+}
+
+func (v *liveView) event(e switcher.Event) {
+	switch e.Type {
+	case "accepted":
+		fmt.Fprintf(v.w, "switching %s -> %s\n", e.From, e.To)
+	case "progress", "ready":
+		v.redraw(e.Servers)
+		if e.Type == "ready" {
+			fmt.Fprintf(v.w, "%s is ready\n", e.To)
+			v.drawn = 0
+		}
+	case "switched":
+		fmt.Fprintf(v.w, "traffic goes to %s; draining %s…\n", e.To, e.From)
+	case "aborted":
+		v.redraw(e.Servers)
+		v.drawn = 0
+	}
+}
+
+func (v *liveView) redraw(servers []switcher.ServerProgress) {
+	var b strings.Builder
+	if v.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", v.drawn) // cursor up to the first server line
+	}
+	for _, s := range servers {
+		b.WriteString("\x1b[2K") // clear the old line
+		passes := min(max(s.Passes, 0), s.Rise)
+		fmt.Fprintf(&b, "%-22s  %-9s  %s %d/%d", s.Address, s.State, dots(passes, s.Rise), passes, s.Rise)
+		if s.LastError != "" {
+			fmt.Fprintf(&b, "  last error: %s", s.LastError)
+		}
+		b.WriteByte('\n')
+	}
+	v.drawn = len(servers)
+	io.WriteString(v.w, b.String())
+}
+
+// dots draws passes (0 to rise) out of rise as ●●○.
+func dots(passes, rise int) string {
+	return strings.Repeat("●", passes) + strings.Repeat("○", rise-passes)
+}
