@@ -99,24 +99,24 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-// waitLine reads r line by line into log, and reports on the returned
-// channel the first line that matches re; the channel is closed at EOF.
-func waitLine(r io.Reader, log io.Writer, re *regexp.Regexp) <-chan string {
-	found := make(chan string, 1)
+// waitLine reads r line by line into log, and reports on found the first
+// line that matches re; eof is closed when r is read to its end.
+func waitLine(r io.Reader, log io.Writer, re *regexp.Regexp) (found <-chan string, eof <-chan struct{}) {
+	match, done := make(chan string, 1), make(chan struct{})
 	go func() {
-		defer close(found)
+		defer close(done)
 		sc := bufio.NewScanner(r)
 		sent := false
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(log, line)
 			if !sent && re.MatchString(line) {
-				found <- line
+				match <- line
 				sent = true
 			}
 		}
 	}()
-	return found
+	return match, done
 }
 
 // process is a started child process and the channel closed when it exits.
@@ -153,23 +153,18 @@ func start(t *testing.T, cmd *exec.Cmd, stderrIsReady bool, ready *regexp.Regexp
 		defer copied.Done()
 		io.Copy(p.output, other)
 	}()
-	lines := waitLine(readyStream, p.output, ready)
+	found, eof := waitLine(readyStream, p.output, ready)
 	go func() {
 		// Wait must come after the pipes are read to the end.
-		_, drained := <-lines
-		for drained {
-			_, drained = <-lines
-		}
+		<-eof
 		copied.Wait()
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
 	select {
-	case _, ok := <-lines:
-		if !ok {
-			<-p.exited
-			t.Fatalf("%s exited before it was ready (%v):\n%s", strings.Join(cmd.Args, " "), p.err, p.output)
-		}
+	case <-found:
+	case <-p.exited:
+		t.Fatalf("%s exited before it was ready (%v):\n%s", strings.Join(cmd.Args, " "), p.err, p.output)
 	case <-time.After(eventTimeout):
 		cmd.Process.Kill()
 		<-p.exited
