@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -334,20 +333,4 @@ func (b *backend) Start() {
 func (b *backend) Stop(sig syscall.Signal) {
 	b.t.Helper()
 	b.proc.stop(b.t, sig, eventTimeout)
-}
-
-// after returns a channel that fires after d, for the pauses a scenario is
-// made of (a restart that takes 1.5 s), never for synchronisation.
-func after(ctx context.Context, d time.Duration) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-		}
-	}()
-	return done
 }
