@@ -50,7 +50,7 @@ type Server struct {
 	weight  atomic.Int64
 	monitor *healthcheck.Monitor
 
-	transport atomic.Pointer[http.Transport]
+	transport atomic.Pointer[transports]
 	inFlight  atomic.Int64
 	// draining counts the drains waiting for inFlight to reach zero, so that
 	// requests take mu only while somebody waits.
@@ -88,29 +88,46 @@ func (s *Server) HealthChanged(_ *healthcheck.Monitor, prev healthcheck.State, s
 	s.pool.healthChanged(s, prev, snap)
 }
 
+// transports are a server's two upstream clients: the lean HTTP/1.1 one
+// for plain requests, and net/http's for the rest (upgrades, streamed
+// bodies), which also takes the lean one's place in tests of equivalence.
+type transports struct {
+	lean *h1Transport
+	std  *http.Transport
+}
+
+func (t *transports) closeIdle() {
+	t.lean.CloseIdleConnections()
+	t.std.CloseIdleConnections()
+}
+
 func (s *Server) setTransport(o TransportOptions) {
 	network, address := s.spec.Network, s.spec.Address
 	dialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		Proxy: nil,
-		// The URL's host is a placeholder: every connection goes to this server.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, address)
-			if err != nil {
-				return nil, &DialError{Server: s.spec.Key(), Err: err}
-			}
-			return c, nil
+	dial := func(ctx context.Context) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, &DialError{Server: s.spec.Key(), Err: err}
+		}
+		return c, nil
+	}
+	t := &transports{
+		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, maxIdle: max(o.MaxIdle, 1)},
+		std: &http.Transport{
+			Proxy: nil,
+			// The URL's host is a placeholder: every connection goes to this server.
+			DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   max(o.MaxIdle, 1),
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+			ExpectContinueTimeout: time.Second,
+			DisableCompression:    true,
+			ForceAttemptHTTP2:     false,
 		},
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   max(o.MaxIdle, 1),
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
 	}
 	if old := s.transport.Swap(t); old != nil {
-		old.CloseIdleConnections()
+		old.closeIdle()
 	}
 }
 
@@ -120,7 +137,14 @@ func (s *Server) setTransport(o TransportOptions) {
 // response body is closed; an upgraded connection (101) counts until it is
 // closed, and is closed by a drain that times out.
 func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := s.transport.Load().RoundTrip(req)
+	t := s.transport.Load()
+	var resp *http.Response
+	var err error
+	if canLean(req) {
+		resp, err = t.lean.RoundTrip(req)
+	} else {
+		resp, err = t.std.RoundTrip(req)
+	}
 	if err != nil {
 		s.done()
 		if IsDialError(err) {
@@ -179,7 +203,7 @@ func (s *Server) waitIdle(deadline <-chan time.Time) bool {
 	}
 }
 
-func (s *Server) closeIdle() { s.transport.Load().CloseIdleConnections() }
+func (s *Server) closeIdle() { s.transport.Load().closeIdle() }
 
 func (s *Server) closeUpgraded() {
 	s.mu.Lock()

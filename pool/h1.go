@@ -1,0 +1,283 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// h1Transport is a lean HTTP/1.1 client for one server. Unlike http.Transport
+// it runs no goroutine per connection: the request is written and the
+// response read on the caller's goroutine, over a pooled buffered connection.
+// It handles plain requests with no body or a small one of known length
+// (written at once, so the server can never block us by not reading it);
+// upgrades, large or streamed bodies and `Expect: 100-continue` go to
+// http.Transport (see canLean).
+type h1Transport struct {
+	dial          func(ctx context.Context) (net.Conn, error)
+	headerTimeout time.Duration
+	maxIdle       int
+
+	mu   sync.Mutex // guards idle
+	idle []*h1Conn  // most recently used last
+}
+
+// leanBodyMax is the largest request body the lean path sends: it fits the
+// socket buffer, so writing it never waits for the server to read.
+const leanBodyMax = 64 << 10
+
+// canLean reports whether req can take the lean path.
+func canLean(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength < 0 || req.ContentLength > leanBodyMax) {
+		return false
+	}
+	h := req.Header
+	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Transfer-Encoding"]) == 0
+}
+
+type h1Conn struct {
+	net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	nread  int64 // bytes read since the request was written
+	reused bool
+}
+
+func (c *h1Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.nread += int64(n)
+	return n, err
+}
+
+// errStale says a kept-alive connection was closed by the server before it
+// sent a byte of the response: the request was not processed.
+var errStale = errors.New("kept-alive connection closed by the server")
+
+// aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	for {
+		c, err := t.conn(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.exchange(c, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.Close()
+		if errors.Is(err, errStale) && replayable(req) {
+			// The server closed an idle connection as we used it; another
+			// connection will do (a fresh one cannot be stale).
+			if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		return nil, err
+	}
+}
+
+// replayable reports whether req may be sent again after a connection went
+// stale under it: an idempotent request whose body can be produced again.
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return len(req.Header["Idempotency-Key"]) > 0 || len(req.Header["X-Idempotency-Key"]) > 0
+}
+
+// conn returns a live idle connection, or dials a new one.
+func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
+	for {
+		t.mu.Lock()
+		n := len(t.idle)
+		if n == 0 {
+			t.mu.Unlock()
+			break
+		}
+		c := t.idle[n-1]
+		t.idle[n-1] = nil
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		if c.alive() {
+			c.reused = true
+			return c, nil
+		}
+		c.Close()
+	}
+	nc, err := t.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &h1Conn{Conn: nc}
+	c.br = bufio.NewReaderSize(c, 4096)
+	c.bw = bufio.NewWriterSize(nc, 4096)
+	return c, nil
+}
+
+// alive reports whether an idle connection is still open and quiet: a
+// non-blocking peek sees neither the server's close nor stray bytes.
+func (c *h1Conn) alive() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var buf [1]byte
+	var perr error
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, perr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	// EAGAIN: nothing to read and not closed. Anything else (a close, bytes
+	// nobody asked for, an error) makes the connection unfit for reuse.
+	return err == nil && errors.Is(perr, syscall.EAGAIN)
+}
+
+func (t *h1Transport) put(c *h1Conn) {
+	t.mu.Lock()
+	if len(t.idle) < t.maxIdle {
+		t.idle = append(t.idle, c)
+		c = nil
+	}
+	t.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// CloseIdleConnections closes every idle connection.
+func (t *h1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+// exchange writes req on c and reads the response headers.
+func (t *h1Transport) exchange(c *h1Conn, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	c.nread = 0
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		stop()
+		if c.reused && ctx.Err() == nil {
+			return nil, errStale
+		}
+		return nil, err
+	}
+	if t.headerTimeout > 0 {
+		c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			stop()
+			if c.reused && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
+				return nil, errStale
+			}
+			if isTimeout(err) && ctx.Err() == nil {
+				return nil, &timeoutError{}
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// A 1xx informational response (103 Early Hints): pass it on.
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
+				stop()
+				return nil, err
+			}
+		}
+	}
+	if t.headerTimeout > 0 {
+		c.SetReadDeadline(time.Time{})
+	}
+	reuse := !resp.Close && !req.Close
+	resp.Body = &h1Body{ReadCloser: resp.Body, c: c, t: t, stop: stop, reuse: reuse}
+	return resp, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// timeoutError is the response header timeout.
+type timeoutError struct{}
+
+func (*timeoutError) Error() string   { return "timeout awaiting response headers" }
+func (*timeoutError) Timeout() bool   { return true }
+func (*timeoutError) Temporary() bool { return true }
+
+// h1Body returns its connection to the pool once the response body has been
+// read to its end, and closes it when the body is abandoned half-read.
+type h1Body struct {
+	io.ReadCloser
+	c     *h1Conn
+	t     *h1Transport
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *h1Body) finish(complete bool) {
+	b.done = true
+	if b.stop() && complete && b.reuse {
+		b.t.put(b.c)
+		return
+	}
+	b.c.Close()
+}

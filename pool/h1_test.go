@@ -1,0 +1,159 @@
+package pool
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/healthcheck"
+)
+
+// send picks the pool's server and sends one request through it.
+func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://upstream"+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Pick(nil)
+	resp, err := s.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s body: %v", method, path, err)
+	}
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestLeanPathReusesConnections(t *testing.T) {
+	conns := 0
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+string(b))
+	}))
+	backend.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns++
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	p := newTestPool(t, spec(backend.Listener.Addr().String(), 1))
+	for i := range 10 {
+		method := []string{"GET", "POST"}[i%2]
+		if _, body := send(t, p, method, "/", "x"); body != method+" x" {
+			t.Fatalf("got %q", body)
+		}
+	}
+	if conns != 1 {
+		t.Fatalf("%d upstream connections for 10 sequential requests, want 1", conns)
+	}
+}
+
+// TestLeanPathSurvivesServerClosingIdleConnections: a server that closes a
+// kept-alive connection after each response (as app servers with a short
+// keep-alive do) never makes a request fail, POSTs included.
+func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				// Keep-alive response, then close: the next request on this
+				// connection would find it dead.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	p := newTestPool(t, spec(ln.Addr().String(), 1))
+	for i := range 20 {
+		method := []string{"POST", "GET"}[i%2]
+		if resp, body := send(t, p, method, "/", "payload"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestLeanPathChunkedTrailersHeadAndNoContent(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Sum")
+			w.Write([]byte("part1 "))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("part2"))
+			w.Header().Set("X-Sum", "42")
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}
+	}))
+	defer backend.Close()
+	p := newTestPool(t, spec(backend.Listener.Addr().String(), 1))
+
+	resp, body := send(t, p, "GET", "/chunked", "")
+	if body != "part1 part2" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("chunked: %q trailer %v", body, resp.Trailer)
+	}
+	resp, body = send(t, p, "HEAD", "/", "")
+	if body != "" || resp.ContentLength != 5 {
+		t.Fatalf("HEAD: %q length %d", body, resp.ContentLength)
+	}
+	resp, body = send(t, p, "GET", "/empty", "")
+	if resp.StatusCode != 204 || body != "" {
+		t.Fatalf("204: %d %q", resp.StatusCode, body)
+	}
+	// The connection is still in order after all of that.
+	if _, body = send(t, p, "GET", "/", ""); body != "hello" {
+		t.Fatalf("after: %q", body)
+	}
+}
+
+func TestLeanPathResponseHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer backend.Close()
+	defer close(release)
+	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 50 * time.Millisecond, MaxIdle: 4}})
+	p.SetServers([]config.Server{spec(backend.Listener.Addr().String(), 1)}, tcpHealth(), healthcheck.Up, time.Hour)
+	defer p.Close()
+	req, _ := http.NewRequest("GET", "http://upstream/", nil)
+	s := p.Pick(nil)
+	_, err := s.RoundTrip(req)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("error %v, want a timeout", err)
+	}
+	if s.InFlight() != 0 {
+		t.Fatalf("in flight %d after a timeout", s.InFlight())
+	}
+}
