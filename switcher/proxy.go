@@ -46,11 +46,11 @@ func (s *Switcher) Handler() http.Handler {
 		Rewrite:        s.rewrite,
 		Transport:      s,
 		ModifyResponse: s.modifyResponse,
-		ErrorHandler:   s.proxyError,
+		ErrorHandler:   s.observeProxyError(s.proxyError),
 		BufferPool:     bufferPool{},
 		ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Request-Id") == "" {
 			r.Header.Set("X-Request-Id", newRequestID())
 		}
@@ -63,7 +63,7 @@ func (s *Switcher) Handler() http.Handler {
 			return
 		}
 		rp.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // rewrite prepares the upstream request: Host and the raw path and query are
@@ -219,6 +219,7 @@ func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
 		return errHoldFull
 	}
 	defer s.held.Add(-1)
+	defer s.observeHold(time.Now())
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {

@@ -6,7 +6,6 @@
 package switcher
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -59,6 +58,7 @@ type Switcher struct {
 	cfgStatus ConfigStatus
 
 	version string
+	mx      *metrics
 }
 
 // settings is the request path's view of the config.
@@ -87,6 +87,7 @@ func New(o Options) (*Switcher, error) {
 		return nil, err
 	}
 	s.settings.Store(st)
+	s.mx = newMetrics(s, o.Config.PoolNames(), s.logger.Named("access"), o.Version)
 
 	activeName, err := o.Store.Active()
 	if err != nil {
@@ -223,5 +224,3 @@ func (s *signal) broadcast() {
 	}
 	s.mu.Unlock()
 }
-
-var errNoPool = errors.New("no such pool")
