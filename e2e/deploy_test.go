@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// freePort is the port of freeTCPAddr.
+func freePort(t *testing.T) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(freeTCPAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// deployRun is a finished run of scripts/deploy-example.sh.
+type deployRun struct {
+	code   int
+	output string
+}
+
+// TestDeployExample runs scripts/deploy-example.sh end to end against real
+// app servers (the e2e backend, started by the script through APP_CMD)
+// under 200 req/s: a good deploy switches to the new version and stops the
+// old one; a version that never gets healthy is rolled back with exit 1 and
+// the running version keeps serving. No request fails in either case.
+func TestDeployExample(t *testing.T) {
+	portsA := []string{freePort(t), freePort(t)}
+	portsB := []string{freePort(t), freePort(t)}
+	addrs := func(ports []string) []string {
+		var out []string
+		for _, p := range ports {
+			out = append(out, "127.0.0.1:"+p)
+		}
+		return out
+	}
+	c := newCfgSpec(t, addrs(portsA), addrs(portsB))
+	d := serveDaemon(t, writeCfg(t, c), c)
+	runDir := t.TempDir()
+	t.Cleanup(func() {
+		// The script leaves the deployed version running, as it should.
+		pids, _ := filepath.Glob(filepath.Join(runDir, "*.pid"))
+		for _, f := range pids {
+			data, _ := os.ReadFile(f)
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+
+	// The app server: the e2e backend named after $VERSION, on $PORT.
+	appCmd := fmt.Sprintf("env %s=$VERSION %s=tcp %s=127.0.0.1:$PORT '%s' '-test.run=^$'",
+		backendEnv, backendNetworkEnv, backendAddrEnv, os.Args[0])
+
+	// Version v1 runs on pool A, started as the script starts servers, with
+	// its pid files where the script looks for them.
+	var v1 []*process
+	for _, port := range portsA {
+		cmd := exec.Command("bash", "-c", "exec "+appCmd)
+		cmd.Env = append(os.Environ(), raceExitEnv(), "PORT="+port, "VERSION=v1")
+		p := start(t, cmd, false, regexp.MustCompile(`^ready$`))
+		t.Cleanup(func() {
+			if p.running() {
+				p.stop(t, syscall.SIGKILL, eventTimeout)
+			}
+		})
+		if err := os.WriteFile(filepath.Join(runDir, "A-"+port+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v1 = append(v1, p)
+	}
+	waitPoolUp(t, d.Control, "A")
+
+	deploy := func(version, app, timeout string) deployRun {
+		t.Helper()
+		cmd := exec.Command("bash", filepath.Join("..", "scripts", "deploy-example.sh"))
+		cmd.Env = append(os.Environ(), raceExitEnv(),
+			"APP_CMD="+app, "VERSION="+version,
+			"PORTS_A="+strings.Join(portsA, " "), "PORTS_B="+strings.Join(portsB, " "),
+			"RUN_DIR="+runDir, "TURNOUT="+turnoutBin+" --control "+c.Control, "TIMEOUT="+timeout)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+		defer timer.Stop()
+		err := cmd.Run()
+		r := deployRun{output: out.String()}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("run the deploy script: %v\n%s", err, r.output)
+		}
+		t.Logf("deploy %s: exit %d\n%s", version, r.code, r.output)
+		return r
+	}
+
+	// A good deploy: v2 on B, traffic moves, v1 is stopped.
+	stop := startLoadUntil(t, loadSpec{URL: d.URL + "/", Workers: 100, Rate: 200, PostBody: "deploy load"})
+	r := deploy("v2", appCmd, "20s")
+	res := stop()
+	if r.code != 0 {
+		t.Errorf("good deploy: exit %d, want 0", r.code)
+	}
+	requireNoFailure(t, res)
+	if res.Backends["v2"] == 0 {
+		t.Errorf("the good deploy: v2 got no traffic: %v", res.Backends)
+	}
+	if st := fetchStatus(t, d.Control); st.Active != "B" {
+		t.Errorf("after the good deploy %s is active, want B", st.Active)
+	}
+	for i, p := range v1 {
+		select {
+		case <-p.exited:
+		case <-time.After(eventTimeout):
+			t.Errorf("v1 server on port %s still runs after the deploy", portsA[i])
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// A version that never serves /healthz: rolled back, v2 keeps serving.
+	stop = startLoadUntil(t, loadSpec{URL: d.URL + "/", Workers: 100, Rate: 200, PostBody: "deploy load"})
+	r = deploy("v3", "sleep 30", "2s")
+	res = stop()
+	if r.code != 1 || !strings.Contains(r.output, "rolling back") {
+		t.Errorf("bad deploy: exit %d, want 1 with a rollback", r.code)
+	}
+	requireNoFailure(t, res)
+	if len(res.Backends) != 1 || res.Backends["v2"] == 0 {
+		t.Errorf("the bad deploy: want every response from v2, got %v", res.Backends)
+	}
+	if st := fetchStatus(t, d.Control); st.Active != "B" {
+		t.Errorf("after the rollback %s is active, want B", st.Active)
+	}
+	if left, _ := filepath.Glob(filepath.Join(runDir, "A-*.pid")); len(left) > 0 {
+		t.Errorf("the rollback left pool A's pid files: %v", left)
+	}
+	recs := historyJSON(t, "--control", d.Control)
+	if len(recs) != 2 || recs[0].Result != "aborted" || recs[0].To != "A" || recs[0].Reason != "deploy v3" ||
+		recs[1].Result != "switched" || recs[1].To != "B" || recs[1].Reason != "deploy v2" {
+		t.Errorf("history: want the aborted v3 deploy then the switched v2 deploy, got %+v", recs)
+	}
+}
