@@ -90,18 +90,23 @@ func startLoad(t *testing.T, spec loadSpec) func() *loadResult {
 	begin := time.Now()
 	go func() {
 		defer close(jobs)
+		// Each tick sends every request due by now, so ticks the runtime
+		// drops on a busy machine do not lower the rate.
 		tick := time.NewTicker(time.Second / time.Duration(spec.Rate))
 		defer tick.Stop()
 		end := time.NewTimer(spec.Duration)
 		defer end.Stop()
 		total := spec.Rate * int(spec.Duration/time.Millisecond) / 1000
-		for i := range total {
+		for i := 0; i < total; {
 			select {
 			case <-tick.C:
 			case <-end.C:
 				return
 			}
-			jobs <- i
+			due := min(total, int(time.Since(begin).Seconds()*float64(spec.Rate)))
+			for ; i < due; i++ {
+				jobs <- i
+			}
 		}
 	}()
 	return func() *loadResult {
