@@ -141,8 +141,10 @@ func TestSwitchNeedsFreshPasses(t *testing.T) {
 		}
 		passes = append(passes, n)
 	}
-	if !switched || len(passes) == 0 || passes[0] > 1 {
-		t.Fatalf("want progress lines counting from 0/3 or 1/3, then switched; passes %v\n%s", passes, r)
+	// The first event normally shows 0/3 or 1/3; events are coalesced when
+	// the daemon is busy, so only "below rise" is certain.
+	if !switched || len(passes) == 0 || passes[0] >= 3 || !strings.Contains(r.stdout, " probation") {
+		t.Fatalf("want progress lines of a server in probation counting toward 3/3, then switched; passes %v\n%s", passes, r)
 	}
 	for i := 1; i < len(passes); i++ {
 		if passes[i] < passes[i-1] {
@@ -278,6 +280,7 @@ func TestSwitchWaitsForSlowRequest(t *testing.T) {
 		at      time.Time
 	}
 	slow := make(chan answer, 1)
+	sent := time.Now()
 	go func() {
 		status, backend, _, err := proxyGet(d.URL + "/slow?ms=5000")
 		slow <- answer{status, backend, err, time.Now()}
@@ -305,8 +308,11 @@ func TestSwitchWaitsForSlowRequest(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "drained") || strings.Contains(r.stdout, "drain_timeout") {
 		t.Errorf("want exit 0 after a complete drain\n%s", r)
 	}
-	if r.done.Before(s.at) {
-		t.Errorf("switch returned at %s, before the slow request ended at %s", r.done.Format(time.StampMilli), s.at.Format(time.StampMilli))
+	// The backend answers 5 s after it got the request, so a drain that
+	// waited for it cannot end before then.
+	if took := r.done.Sub(sent); took < 5*time.Second {
+		t.Errorf("switch returned %s after the slow request was sent (it ended after %s): it did not wait for it",
+			took.Round(time.Millisecond), s.at.Sub(sent).Round(time.Millisecond))
 	}
 }
 
