@@ -13,13 +13,12 @@ import (
 	"time"
 )
 
-// h1Transport is a lean HTTP/1.1 client for one server. Unlike http.Transport
-// it runs no goroutine per connection: the request is written and the
-// response read on the caller's goroutine, over a pooled buffered connection.
-// It handles plain requests with no body or a small one of known length
-// (written at once, so the server can never block us by not reading it);
-// upgrades, large or streamed bodies and `Expect: 100-continue` go to
-// http.Transport (see canLean).
+// h1Transport is a lean HTTP/1.1 client for one server. Unlike
+// http.Transport it runs no goroutine per connection: the request is written
+// and the response read on the caller's goroutine, over a pooled buffered
+// connection. Its callers send only requests whose whole body is in memory
+// (see Server.Exchange); upgrades and streamed bodies go through
+// http.Transport.
 type h1Transport struct {
 	dial          func(ctx context.Context) (net.Conn, error)
 	headerTimeout time.Duration
@@ -29,23 +28,9 @@ type h1Transport struct {
 	idle []*h1Conn  // most recently used last
 }
 
-// leanBodyMax is the largest request body the lean path sends: it fits the
-// socket buffer, so writing it never waits for the server to read.
-const leanBodyMax = 64 << 10
-
-// canLean reports whether req can take the lean path.
-func canLean(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength < 0 || req.ContentLength > leanBodyMax) {
-		return false
-	}
-	h := req.Header
-	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Transfer-Encoding"]) == 0
-}
-
 type h1Conn struct {
 	net.Conn
 	br     *bufio.Reader
-	bw     *bufio.Writer
 	nread  int64 // bytes read since the request was written
 	reused bool
 }
@@ -63,25 +48,22 @@ var errStale = errors.New("kept-alive connection closed by the server")
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+// exchange sends the request (head and body, already encoded) and reads the
+// response head; req gives the context and the method (a HEAD response has
+// no body). A kept-alive connection that the server closed as it was used
+// is replaced by a fresh one when the request is replayable.
+func (t *h1Transport) exchange(req *http.Request, head, body []byte) (*http.Response, error) {
 	for {
 		c, err := t.conn(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(c, req)
+		resp, err := t.roundTrip(c, req, head, body)
 		if err == nil {
 			return resp, nil
 		}
 		c.Close()
 		if errors.Is(err, errStale) && replayable(req) {
-			// The server closed an idle connection as we used it; another
-			// connection will do (a fresh one cannot be stale).
-			if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
-				if req.Body, err = req.GetBody(); err != nil {
-					return nil, err
-				}
-			}
 			continue
 		}
 		return nil, err
@@ -89,11 +71,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // replayable reports whether req may be sent again after a connection went
-// stale under it: an idempotent request whose body can be produced again.
+// stale under it: the server may have read it before it closed, so only an
+// idempotent request may go again.
 func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
-		return false
-	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
@@ -126,7 +106,6 @@ func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
 	}
 	c := &h1Conn{Conn: nc}
 	c.br = bufio.NewReaderSize(c, 4096)
-	c.bw = bufio.NewWriterSize(nc, 4096)
 	return c, nil
 }
 
@@ -178,15 +157,13 @@ func (t *h1Transport) CloseIdleConnections() {
 	}
 }
 
-// exchange writes req on c and reads the response headers.
-func (t *h1Transport) exchange(c *h1Conn, req *http.Request) (*http.Response, error) {
+// roundTrip writes the request on c and reads the response headers.
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, head, body []byte) (*http.Response, error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
 	c.nread = 0
-	err := req.Write(c.bw)
-	if err == nil {
-		err = c.bw.Flush()
-	}
+	bufs := net.Buffers{head, body}
+	_, err := bufs.WriteTo(c.Conn)
 	if err != nil {
 		stop()
 		if c.reused && ctx.Err() == nil {

@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,19 +15,19 @@ import (
 	"github.com/turnout/turnout/healthcheck"
 )
 
-// send picks the pool's server and sends one request through it.
+// send picks the pool's server and sends one request through the lean path.
 func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, string) {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, "http://upstream"+path, r)
+	req, err := http.NewRequest(method, "http://upstream"+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	head := method + " " + path + " HTTP/1.1\r\nHost: test\r\n"
+	if body != "" {
+		head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
+	}
 	s := p.Pick(nil)
-	resp, err := s.RoundTrip(req)
+	resp, err := s.Exchange(req, []byte(head+"\r\n"), []byte(body))
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -148,7 +148,7 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	defer p.Close()
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
 	s := p.Pick(nil)
-	_, err := s.RoundTrip(req)
+	_, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("error %v, want a timeout", err)

@@ -89,8 +89,8 @@ func (s *Server) HealthChanged(_ *healthcheck.Monitor, prev healthcheck.State, s
 }
 
 // transports are a server's two upstream clients: the lean HTTP/1.1 one
-// for plain requests, and net/http's for the rest (upgrades, streamed
-// bodies), which also takes the lean one's place in tests of equivalence.
+// for requests whose body is in memory (Exchange), and net/http's for the
+// rest: upgrades and streamed bodies (RoundTrip).
 type transports struct {
 	lean *h1Transport
 	std  *http.Transport
@@ -137,14 +137,7 @@ func (s *Server) setTransport(o TransportOptions) {
 // response body is closed; an upgraded connection (101) counts until it is
 // closed, and is closed by a drain that times out.
 func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
-	t := s.transport.Load()
-	var resp *http.Response
-	var err error
-	if canLean(req) {
-		resp, err = t.lean.RoundTrip(req)
-	} else {
-		resp, err = t.std.RoundTrip(req)
-	}
+	resp, err := s.transport.Load().std.RoundTrip(req)
 	if err != nil {
 		s.done()
 		if IsDialError(err) {
@@ -169,6 +162,24 @@ func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
 // Release ends the in-flight count of a request that Pool.Pick chose this
 // server for but that is not sent after all.
 func (s *Server) Release() { s.done() }
+
+// Exchange sends a request whose head (request line and headers, ending in
+// a blank line) and body are already encoded, over a kept-alive HTTP/1.1
+// connection, and returns the response with its headers read; req gives
+// the context and the method. Errors and the in-flight count are as for
+// RoundTrip.
+func (s *Server) Exchange(req *http.Request, head, body []byte) (*http.Response, error) {
+	resp, err := s.transport.Load().lean.exchange(req, head, body)
+	if err != nil {
+		s.done()
+		if IsDialError(err) {
+			s.monitor.MarkDown(err)
+		}
+		return nil, err
+	}
+	resp.Body = &countedBody{ReadCloser: resp.Body, server: s}
+	return resp, nil
+}
 
 func (s *Server) done() {
 	if s.inFlight.Add(-1) == 0 && s.draining.Load() > 0 {

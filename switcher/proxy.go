@@ -42,11 +42,12 @@ const upstreamHost = "upstream"
 // proxy to the active pool. It is built on httputil.ReverseProxy for header
 // hygiene, upgrades, trailers and streaming; the Switcher is its Transport.
 func (s *Switcher) Handler() http.Handler {
+	onError := s.observeProxyError(s.proxyError)
 	rp := &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      s,
 		ModifyResponse: s.modifyResponse,
-		ErrorHandler:   s.observeProxyError(s.proxyError),
+		ErrorHandler:   onError,
 		BufferPool:     bufferPool{},
 		ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
 	}
@@ -60,6 +61,10 @@ func (s *Switcher) Handler() http.Handler {
 				msg = s.Config().Maintenance.Message
 			}
 			s.writePage(w, r, http.StatusServiceUnavailable, msg)
+			return
+		}
+		if leanRequest(r) {
+			s.serveLean(w, r, onError)
 			return
 		}
 		rp.ServeHTTP(w, r)
@@ -149,21 +154,41 @@ func (s *Switcher) writePage(w http.ResponseWriter, r *http.Request, status int,
 	})
 }
 
-// RoundTrip delivers req to a server of the active pool. A request that could
-// not be delivered (no live server, connection refused) waits for the active
-// pool to become live, for at most hold_timeout. A request that reached a
-// server and failed before its response headers is retried once on another
-// server when it is idempotent and its body was not consumed.
+// RoundTrip is the ReverseProxy path's transport: it delivers req to a
+// server of the active pool with deliver's hold and retry rules.
 func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := replayable(req)
 	if err != nil {
 		return nil, err
 	}
+	var resp *http.Response
+	err = s.deliver(req, body.consumed(), func(srv *pool.Server) error {
+		body.rewind(req)
+		var err error
+		resp, err = srv.RoundTrip(req)
+		return err
+	})
+	return resp, err
+}
+
+// deliver calls send with a server of the active pool until one answers
+// (SPEC.md 4.2). A request that could not be delivered (no live server,
+// connection refused) waits for the active pool to become live, for at most
+// hold_timeout. A request that reached a server and failed before its
+// response headers is retried once on another server when it is idempotent
+// and its body was not consumed (consumed tells).
+func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*pool.Server) error) error {
 	var (
 		failed   *pool.Server // excluded from the next pick
 		retried  bool
 		deadline time.Time // set at the first failed delivery
 	)
+	holdUntil := func() time.Time {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
+		}
+		return deadline
+	}
 	for {
 		active := s.active.Load()
 		srv := active.Pick(failed)
@@ -175,35 +200,28 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		if srv == nil {
-			if deadline.IsZero() {
-				deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
-			}
-			if err := s.hold(req.Context(), deadline); err != nil {
-				return nil, err
+			if err := s.hold(req.Context(), holdUntil()); err != nil {
+				return err
 			}
 			failed = nil
 			continue
 		}
-		body.rewind(req)
-		resp, err := srv.RoundTrip(req)
-		if err == nil {
-			return resp, nil
-		}
+		err := send(srv)
 		switch {
+		case err == nil:
+			return nil
 		case req.Context().Err() != nil:
-			return nil, err
-		case pool.IsDialError(err) && !body.consumed():
+			return err
+		case pool.IsDialError(err) && !consumed():
 			// The server never saw the request: any method may go elsewhere.
 			failed = srv
-			if deadline.IsZero() {
-				deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
-			} else if time.Now().After(deadline) {
-				return nil, errHoldTimeout
+			if time.Now().After(holdUntil()) {
+				return errHoldTimeout
 			}
-		case !retried && idempotent(req) && !body.consumed():
+		case !retried && idempotent(req) && !consumed():
 			retried, failed = true, srv
 		default:
-			return nil, err
+			return err
 		}
 	}
 }
@@ -300,13 +318,16 @@ func (b *replayableBody) Read(p []byte) (int, error) {
 
 func (b *replayableBody) Close() error { return nil }
 
-func (b *replayableBody) consumed() bool { return b != nil && b.kept == nil && b.read.Load() }
+// consumed returns a function that reports whether b's body was read.
+func (b *replayableBody) consumed() func() bool {
+	return func() bool { return b != nil && b.kept == nil && b.read.Load() }
+}
 
 func (b *replayableBody) get() (io.ReadCloser, error) {
 	if b.kept != nil {
 		return io.NopCloser(bytes.NewReader(b.kept)), nil
 	}
-	if b.consumed() {
+	if b.consumed()() {
 		return nil, errBodyConsumed
 	}
 	return b, nil

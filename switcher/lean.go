@@ -1,0 +1,231 @@
+package switcher
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/turnout/turnout/pool"
+)
+
+// The lean path serves the common request — no upgrade, a body of known
+// length that fits in memory — without httputil.ReverseProxy: the upstream
+// request is encoded once, straight from the client's request, and sent by
+// pool.Server.Exchange over a kept-alive connection with no goroutines of
+// its own. Everything else (websockets and other upgrades, streamed or large
+// request bodies, Expect: 100-continue) takes ReverseProxy with net/http's
+// transport. Both paths share deliver's hold and retry rules.
+
+// leanBodyMax is the largest request body the lean path reads into memory;
+// it also fits a socket buffer, so writing it never waits on the server.
+const leanBodyMax = 64 << 10
+
+// leanRequest reports whether r can take the lean path.
+func leanRequest(r *http.Request) bool {
+	if r.ContentLength < 0 || r.ContentLength > leanBodyMax {
+		return false
+	}
+	h := r.Header
+	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Transfer-Encoding"]) == 0
+}
+
+// hopByHop are the headers that describe one connection, not the message
+// (RFC 9110 section 7.6.1); they are never forwarded.
+var hopByHop = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// connectionListed returns the headers a Connection header names, which are
+// hop-by-hop too; nil in the usual case of none.
+func connectionListed(h http.Header) map[string]bool {
+	var listed map[string]bool
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				if listed == nil {
+					listed = make(map[string]bool)
+				}
+				listed[textproto.CanonicalMIMEHeaderKey(name)] = true
+			}
+		}
+	}
+	return listed
+}
+
+// heads recycles the buffers that hold an upstream request's head and body.
+var heads = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// encodeRequest appends r's upstream request head to b: the request line
+// with the raw target as sent, Host as sent, the client's end-to-end
+// headers, X-Forwarded-* (incoming ones kept only from trusted proxies) and
+// the body's length.
+func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
+	trusted := s.fromTrustedProxy(r)
+	listed := connectionListed(r.Header)
+	uri := r.RequestURI
+	if uri == "" || uri[0] != '/' && uri != "*" {
+		uri = r.URL.RequestURI()
+	}
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	b = append(b, uri...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, r.Host...)
+	b = append(b, "\r\n"...)
+	for k, vv := range r.Header {
+		if hopByHop[k] || listed[k] {
+			continue
+		}
+		switch k {
+		case "X-Forwarded-For":
+			continue // written below, with the client's address
+		case "X-Forwarded-Host", "X-Forwarded-Proto":
+			if !trusted {
+				continue
+			}
+		}
+		for _, v := range vv {
+			b = appendHeader(b, k, v)
+		}
+	}
+	for _, v := range r.Header["Te"] {
+		if strings.Contains(strings.ToLower(v), "trailers") {
+			b = appendHeader(b, "Te", "trailers")
+			break
+		}
+	}
+	b = append(b, "X-Forwarded-For: "...)
+	if trusted {
+		for _, v := range r.Header["X-Forwarded-For"] {
+			b = append(b, v...)
+			b = append(b, ", "...)
+		}
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		b = append(b, host...)
+	} else {
+		b = append(b, r.RemoteAddr...)
+	}
+	b = append(b, "\r\n"...)
+	if !trusted || len(r.Header["X-Forwarded-Host"]) == 0 {
+		b = appendHeader(b, "X-Forwarded-Host", r.Host)
+	}
+	if !trusted || len(r.Header["X-Forwarded-Proto"]) == 0 {
+		proto := "http"
+		if r.TLS != nil {
+			proto = "https"
+		}
+		b = appendHeader(b, "X-Forwarded-Proto", proto)
+	}
+	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, r.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+func appendHeader(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = append(b, v...)
+	return append(b, "\r\n"...)
+}
+
+// serveLean proxies r on the lean path; errors get the same pages as the
+// ReverseProxy path through onError.
+func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError func(http.ResponseWriter, *http.Request, error)) {
+	bp := heads.Get().(*[]byte)
+	defer heads.Put(bp)
+	buf := s.encodeRequest((*bp)[:0], r)
+	headLen := len(buf)
+	if n := int(r.ContentLength); n > 0 {
+		buf = slices.Grow(buf, n)[:headLen+n]
+		if _, err := io.ReadFull(r.Body, buf[headLen:]); err != nil {
+			http.Error(w, "request body shorter than its Content-Length", http.StatusBadRequest)
+			return
+		}
+	}
+	*bp = buf
+	head, body := buf[:headLen], buf[headLen:]
+
+	var resp *http.Response
+	err := s.deliver(r, func() bool { return false }, func(srv *pool.Server) error {
+		var err error
+		resp, err = srv.Exchange(r, head, body)
+		return err
+	})
+	if err != nil {
+		onError(w, r, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
+		onError(w, r, &interceptedError{status: resp.StatusCode})
+		return
+	}
+	s.writeResponse(w, resp)
+}
+
+// writeResponse copies an upstream response to the client: end-to-end
+// headers, the body (flushed at once when it is a stream: server-sent
+// events, or of unknown length), and trailers.
+func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	listed := connectionListed(resp.Header)
+	for k, vv := range resp.Header {
+		if !hopByHop[k] && !listed[k] {
+			h[k] = vv
+		}
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	stream := flusher != nil && (resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
+	if stream {
+		flusher.Flush()
+	}
+	bufp := buffers.Get().(*[]byte)
+	defer buffers.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // the client went away; the upstream connection is dropped
+			}
+			if stream {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The upstream failed mid-body: the client must see a broken
+			// response, not a short one that looks whole.
+			s.logger.Warn("upstream failed while sending the body", "error", rerr)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vv := range resp.Trailer {
+		if _, announced := h["Trailer"]; announced {
+			h[k] = vv
+		} else {
+			h[http.TrailerPrefix+k] = vv
+		}
+	}
+}
