@@ -203,8 +203,8 @@ type turnout struct {
 	*process
 	// Addr is the proxy's listen address, URL its base URL.
 	Addr, URL string
-	// Config is the config file's path.
-	Config string
+	// Config is the config file's path, Control its control socket.
+	Config, Control string
 }
 
 // settings are the parts of a generated config a test chooses.
@@ -269,7 +269,7 @@ func startTurnout(t *testing.T, s settings) *turnout {
 		t.Fatal(err)
 	}
 	p := start(t, exec.Command(turnoutBin, "serve", "--config", path), true, listeningRE)
-	tn := &turnout{process: p, Addr: data.Listen, URL: "http://" + data.Listen, Config: path}
+	tn := &turnout{process: p, Addr: data.Listen, URL: "http://" + data.Listen, Config: path, Control: data.Control}
 	t.Cleanup(func() {
 		err := p.stop(t, syscall.SIGTERM, 30*time.Second)
 		out := p.output.String()
