@@ -95,7 +95,8 @@ type Proxy struct {
 	// ClientIdleTimeout closes idle client keep-alive connections. Default "75s".
 	ClientIdleTimeout Duration `toml:"client_idle_timeout"`
 	// MaxIdlePerServer bounds the idle keep-alive connections kept per upstream
-	// server. Default 256.
+	// server; it should cover the requests in flight at peak, or connections
+	// are closed and dialled again. Default 1024.
 	MaxIdlePerServer int `toml:"max_idle_per_server"`
 	// InterceptErrors replaces the app's own 5xx responses by the maintenance
 	// page (keeping their status). Default false: they pass untouched.
@@ -265,7 +266,7 @@ func Default() *Config {
 			DrainTimeout:        Duration(30 * time.Second),
 			ClientHeaderTimeout: Duration(10 * time.Second),
 			ClientIdleTimeout:   Duration(75 * time.Second),
-			MaxIdlePerServer:    256,
+			MaxIdlePerServer:    1024,
 		},
 		Switch: Switch{
 			Timeout:      Duration(60 * time.Second),

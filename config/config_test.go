@@ -91,7 +91,7 @@ func TestParseSpecExample(t *testing.T) {
 	if got := b.Servers[0]; got != (Server{Network: "tcp", Address: "127.0.0.1:9101", Weight: 1}) {
 		t.Errorf("pool B server 0 = %+v", got)
 	}
-	if cfg.Proxy.DialTimeout.D() != 2*time.Second || cfg.Proxy.MaxIdlePerServer != 256 {
+	if cfg.Proxy.DialTimeout.D() != 2*time.Second || cfg.Proxy.MaxIdlePerServer != 1024 {
 		t.Errorf("defaults not applied: %+v", cfg.Proxy)
 	}
 	if cfg.InitialPool() != "A" || cfg.Path != "turnout.toml" || len(cfg.Hash) != 12 {

@@ -30,7 +30,7 @@ func (s *scan) check(c *Config) {
 		s.errorAt("proxy.hold_max", "proxy.hold_max must be at least 1", "the default is 10000")
 	}
 	if c.Proxy.MaxIdlePerServer < 1 {
-		s.errorAt("proxy.max_idle_per_server", "proxy.max_idle_per_server must be at least 1", "the default is 256")
+		s.errorAt("proxy.max_idle_per_server", "proxy.max_idle_per_server must be at least 1", "the default is 1024")
 	}
 	s.checkHealth("health", c.Health, false)
 	s.checkPools(c)

@@ -48,17 +48,17 @@ var errStale = errors.New("kept-alive connection closed by the server")
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// exchange sends the request (head and body, already encoded) and reads the
-// response head; req gives the context and the method (a HEAD response has
-// no body). A kept-alive connection that the server closed as it was used
+// exchange sends the request (msg: head and body, already encoded) and
+// reads the response head; req gives the context and the method (a HEAD
+// response has no body). A kept-alive connection that the server closed as it was used
 // is replaced by a fresh one when the request is replayable.
-func (t *h1Transport) exchange(req *http.Request, head, body []byte) (*http.Response, error) {
+func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, error) {
 	for {
 		c, err := t.conn(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.roundTrip(c, req, head, body)
+		resp, err := t.roundTrip(c, req, msg)
 		if err == nil {
 			return resp, nil
 		}
@@ -158,12 +158,11 @@ func (t *h1Transport) CloseIdleConnections() {
 }
 
 // roundTrip writes the request on c and reads the response headers.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, head, body []byte) (*http.Response, error) {
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http.Response, error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
 	c.nread = 0
-	bufs := net.Buffers{head, body}
-	_, err := bufs.WriteTo(c.Conn)
+	_, err := c.Conn.Write(msg)
 	if err != nil {
 		stop()
 		if c.reused && ctx.Err() == nil {
@@ -199,7 +198,10 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, head, body []byte)
 			}
 		}
 	}
-	if t.headerTimeout > 0 {
+	// Lift the header deadline, unless the whole body is already buffered:
+	// then nothing more is read from the connection before the next
+	// request sets its own deadline, and a system call is saved.
+	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
 		c.SetReadDeadline(time.Time{})
 	}
 	reuse := !resp.Close && !req.Close

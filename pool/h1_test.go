@@ -27,7 +27,7 @@ func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, str
 		head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	}
 	s := p.Pick(nil)
-	resp, err := s.Exchange(req, []byte(head+"\r\n"), []byte(body))
+	resp, err := s.Exchange(req, []byte(head+"\r\n"+body))
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -148,7 +148,7 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	defer p.Close()
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
 	s := p.Pick(nil)
-	_, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+	_, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("error %v, want a timeout", err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/turnout/turnout/config"
@@ -26,20 +27,38 @@ type TransportOptions struct {
 	MaxIdle int
 }
 
-// DialError is returned by Server.RoundTrip when the server could not be
-// connected to: the request never reached it, whatever its method.
+// DialError is returned by Server.RoundTrip and Server.Exchange when the
+// server could not be connected to: the request never reached it, whatever
+// its method.
 type DialError struct {
 	Server string
 	Err    error
 }
 
+// ServerFault reports whether the failure says the server is not there
+// (refused, reset, unreachable, timed out, its socket file missing), rather
+// than that this machine ran out of something (file descriptors, local
+// ports), which marking the server down would not mend.
+func (e *DialError) ServerFault() bool {
+	var errno syscall.Errno
+	if !errors.As(e.Err, &errno) {
+		return true // timeouts and resolver errors are the server's side
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM:
+		return false
+	}
+	return true
+}
+
 func (e *DialError) Error() string { return fmt.Sprintf("connect to %s: %v", e.Server, e.Err) }
 func (e *DialError) Unwrap() error { return e.Err }
 
-// IsDialError reports whether err says the request never reached a server.
+// IsDialError reports whether err says the request never reached a server
+// because the server is not there (see DialError.ServerFault).
 func IsDialError(err error) bool {
 	var d *DialError
-	return errors.As(err, &d)
+	return errors.As(err, &d) && d.ServerFault()
 }
 
 // Server is one upstream server of a pool: its address and weight, its health
@@ -163,13 +182,12 @@ func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
 // server for but that is not sent after all.
 func (s *Server) Release() { s.done() }
 
-// Exchange sends a request whose head (request line and headers, ending in
-// a blank line) and body are already encoded, over a kept-alive HTTP/1.1
-// connection, and returns the response with its headers read; req gives
-// the context and the method. Errors and the in-flight count are as for
-// RoundTrip.
-func (s *Server) Exchange(req *http.Request, head, body []byte) (*http.Response, error) {
-	resp, err := s.transport.Load().lean.exchange(req, head, body)
+// Exchange sends a request already encoded in msg (request line, headers,
+// a blank line and the body) over a kept-alive HTTP/1.1 connection, and
+// returns the response with its headers read; req gives the context and the
+// method. Errors and the in-flight count are as for RoundTrip.
+func (s *Server) Exchange(req *http.Request, msg []byte) (*http.Response, error) {
+	resp, err := s.transport.Load().lean.exchange(req, msg)
 	if err != nil {
 		s.done()
 		if IsDialError(err) {

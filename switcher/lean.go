@@ -154,12 +154,11 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 		}
 	}
 	*bp = buf
-	head, body := buf[:headLen], buf[headLen:]
 
 	var resp *http.Response
 	err := s.deliver(r, func() bool { return false }, func(srv *pool.Server) error {
 		var err error
-		resp, err = srv.Exchange(r, head, body)
+		resp, err = srv.Exchange(r, buf)
 		return err
 	})
 	if err != nil {

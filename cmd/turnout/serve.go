@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -31,9 +34,37 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		return err
 	}
 	logger := cli.logger(cfg)
+	tuneGC()
+	if addr := os.Getenv("TURNOUT_PPROF"); addr != "" {
+		servePprof(addr, logger)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return serve(ctx, cfg, cli, logger, nil)
+}
+
+// tuneGC trades a little memory for less garbage collection: a proxy's live
+// heap is small and its garbage is per request, so collecting at 4x the
+// live heap instead of 2x halves the GC's CPU. GOGC in the environment wins.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(300)
+	}
+}
+
+// servePprof serves net/http/pprof on addr (env TURNOUT_PPROF), for
+// profiling under load; never on by default.
+func servePprof(addr string, logger hclog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() {
+		logger.Warn("pprof listening (TURNOUT_PPROF)", "addr", addr)
+		if err := http.ListenAndServe(addr, mux); err != nil {
+			logger.Error("pprof", "error", err)
+		}
+	}()
 }
 
 // serve runs a daemon for cfg until ctx ends; ready, when set, hears its
