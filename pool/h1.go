@@ -41,17 +41,37 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// errStale says a kept-alive connection was closed by the server before it
-// sent a byte of the response: the request was not processed.
-var errStale = errors.New("kept-alive connection closed by the server")
+// Two ways a kept-alive connection fails before a byte of the response:
+//   - errUnread: the connection was reset (ECONNRESET, EPIPE). A socket
+//     closed with our request unread in it, or closed before the request
+//     arrived, answers with a reset: the server never read the request, so
+//     it may go again whatever its method. This is what a server's graceful
+//     shutdown does to the idle connections it closes.
+//   - errStale: a plain close (EOF). The server may have read the request
+//     and died processing it, so only an idempotent request may go again.
+var (
+	errUnread = errors.New("kept-alive connection reset by the server before it read the request")
+	errStale  = errors.New("kept-alive connection closed by the server before it answered")
+)
+
+// staleError classifies the failure of a request on a reused connection
+// from which nothing was read yet.
+func staleError(err error) error {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return errUnread
+	}
+	return errStale
+}
 
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
 var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
-// response has no body). A kept-alive connection that the server closed as it was used
-// is replaced by a fresh one when the request is replayable.
+// response has no body). A kept-alive connection that the server closed as
+// it was used is replaced by another one when the request may go again:
+// always after errUnread, for an idempotent request after errStale. Every
+// retry uses up an idle connection or dials, so the loop ends.
 func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, error) {
 	for {
 		c, err := t.conn(req.Context())
@@ -63,7 +83,7 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, e
 			return resp, nil
 		}
 		c.Close()
-		if errors.Is(err, errStale) && replayable(req) {
+		if errors.Is(err, errUnread) || errors.Is(err, errStale) && replayable(req) {
 			continue
 		}
 		return nil, err
@@ -166,7 +186,8 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if err != nil {
 		stop()
 		if c.reused && ctx.Err() == nil {
-			return nil, errStale
+			// Nothing of a failed write was taken by the server.
+			return nil, errUnread
 		}
 		return nil, err
 	}
@@ -180,7 +201,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		if err != nil {
 			stop()
 			if c.reused && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, errStale
+				return nil, staleError(err)
 			}
 			if isTimeout(err) && ctx.Err() == nil {
 				return nil, &timeoutError{}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,5 +157,57 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	}
 	if s.InFlight() != 0 {
 		t.Fatalf("in flight %d after a timeout", s.InFlight())
+	}
+}
+
+// TestLeanPathResendsARequestTheServerResetUnread: a server that closes a
+// kept-alive connection with the next request unread in it (as a graceful
+// shutdown may) answers with a reset; the request was never read, so even a
+// POST goes again, on a new connection.
+func TestLeanPathResendsARequestTheServerResetUnread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if n > 1 {
+					return // later connections close after one answer, the usual way
+				}
+				// Wait, without reading, until the next request is in the
+				// socket; closing now resets the connection.
+				raw, _ := c.(*net.TCPConn).SyscallConn()
+				raw.Read(func(fd uintptr) bool {
+					var b [1]byte
+					n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+					return n > 0 || err != syscall.EAGAIN
+				})
+			}()
+		}
+	}()
+	p := newTestPool(t, spec(ln.Addr().String(), 1))
+	for i := range 2 {
+		if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("POST %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if accepted.Load() != 2 {
+		t.Fatalf("%d connections, want 2: the reset one and the one the POST went again on", accepted.Load())
 	}
 }
