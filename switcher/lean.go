@@ -59,6 +59,12 @@ func connectionListed(h http.Header) map[string]bool {
 	return listed
 }
 
+// smallBody is the largest body copied with a small buffer: most responses
+// are small, and a thousand of them in flight should not hold 32 KiB each.
+const smallBody = 4 << 10
+
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+
 // heads recycles the buffers that hold an upstream request's head and body.
 var heads = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
@@ -143,7 +149,13 @@ func appendHeader(b []byte, k, v string) []byte {
 // ReverseProxy path through onError.
 func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError func(http.ResponseWriter, *http.Request, error)) {
 	bp := heads.Get().(*[]byte)
-	defer heads.Put(bp)
+	defer func() {
+		// A buffer grown for a large body is left to the GC, so that the
+		// pool keeps only small ones.
+		if cap(*bp) <= 8<<10 {
+			heads.Put(bp)
+		}
+	}()
 	buf := s.encodeRequest((*bp)[:0], r)
 	headLen := len(buf)
 	if n := int(r.ContentLength); n > 0 {
@@ -197,8 +209,12 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 	if stream {
 		flusher.Flush()
 	}
-	bufp := buffers.Get().(*[]byte)
-	defer buffers.Put(bufp)
+	pool := &buffers
+	if resp.ContentLength >= 0 && resp.ContentLength <= smallBody {
+		pool = &smallBuffers
+	}
+	bufp := pool.Get().(*[]byte)
+	defer pool.Put(bufp)
 	buf := *bufp
 	for {
 		n, rerr := resp.Body.Read(buf)

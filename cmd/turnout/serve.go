@@ -9,7 +9,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -34,22 +33,12 @@ func (c *ServeCmd) Run(cli *CLI) error {
 		return err
 	}
 	logger := cli.logger(cfg)
-	tuneGC()
 	if addr := os.Getenv("TURNOUT_PPROF"); addr != "" {
 		servePprof(addr, logger)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return serve(ctx, cfg, cli, logger, nil)
-}
-
-// tuneGC trades a little memory for less garbage collection: a proxy's live
-// heap is small and its garbage is per request, so collecting at 4x the
-// live heap instead of 2x halves the GC's CPU. GOGC in the environment wins.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(300)
-	}
 }
 
 // servePprof serves net/http/pprof on addr (env TURNOUT_PPROF), for
