@@ -1,6 +1,7 @@
 package healthcheck
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,18 +10,23 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/turnout/turnout/config"
 )
 
-// maxBody is how much of a response body the http check reads.
+// maxBody is how much of a response body the http check reads; a longer body
+// (or one of unknown length) is not read to its end and its connection is
+// closed instead of kept alive.
 const maxBody = 64 << 10
 
 // Checker runs one health check of one server. Check returns nil on a pass
-// and a short error (such as "status 503, want 200-399") on a failure.
+// and a short error (such as "status 503, want 200-399") on a failure. A
+// cancelled ctx ends a check in flight promptly.
 type Checker interface {
 	Check(ctx context.Context) error
 }
@@ -30,7 +36,8 @@ type Checker interface {
 // h.Port != 0 a tcp server is checked on that port of its host; unix socket
 // servers are always checked on their socket. The http check sends Host h.Host,
 // by default the server's address as written in the config (served port, even
-// with h.Port), or "localhost" for a unix socket.
+// with h.Port), or "localhost" for a unix socket; it keeps one connection
+// alive between checks and never follows redirects.
 func NewChecker(s config.Server, h config.Health) Checker {
 	timeout := h.Timeout.D()
 	if timeout <= 0 {
@@ -70,32 +77,44 @@ func (c failChecker) Check(context.Context) error { return c.err }
 type tcpChecker struct {
 	network, address string
 	timeout          time.Duration
-	dialer           net.Dialer
 }
 
-func (c *tcpChecker) Check(parent context.Context) error {
-	ctx, cancel := context.WithTimeout(parent, c.timeout)
-	defer cancel()
-	conn, err := c.dialer.DialContext(ctx, c.network, c.address)
+func (c *tcpChecker) Check(ctx context.Context) error {
+	d := net.Dialer{Deadline: time.Now().Add(c.timeout)}
+	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
-		return describe(parent, ctx, c.timeout, err)
+		return describe(ctx, c.timeout, err)
 	}
 	return conn.Close()
 }
 
 // httpChecker passes when GET path answers a status in expect and, when
 // body is set, the first maxBody bytes of the response contain it.
+//
+// It speaks just enough HTTP/1.1 for a check over one kept-alive net.Conn:
+// a check is one write of the pre-encoded request and one read of the
+// answer under a single deadline, with no goroutine, context or timer of
+// its own, which is what keeps a thousand checks a second cheap.
 type httpChecker struct {
-	client    *http.Client
-	transport *http.Transport
-	url       string
-	host      string
-	expect    config.StatusRanges
-	body      []byte
-	timeout   time.Duration
+	network, address string
+	request          []byte // the whole GET request, encoded once
+	expect           config.StatusRanges
+	body             []byte
+	timeout          time.Duration
+	abortFn          func()        // c.abort, bound once
+	aborted          chan struct{} // buffered 1: abort has finished
+
+	// Only the goroutine running Check sets conn (under mu) and uses br and
+	// buf; abort and CloseIdleConnections read conn under mu.
+	mu     sync.Mutex
+	conn   net.Conn // the kept-alive connection; nil before the first check or after a failure
+	busy   bool     // a check is running
+	retire bool     // CloseIdleConnections ran during a check: close conn after it
+	br     *bufio.Reader
+	buf    []byte // the last body read, reused
 }
 
-func newHTTPChecker(s config.Server, h config.Health, network, address string, timeout time.Duration) *httpChecker {
+func newHTTPChecker(s config.Server, h config.Health, network, address string, timeout time.Duration) Checker {
 	host := h.Host
 	if host == "" {
 		host = s.Address
@@ -103,79 +122,188 @@ func newHTTPChecker(s config.Server, h config.Health, network, address string, t
 			host = "localhost"
 		}
 	}
-	urlHost := address
-	if network == "unix" {
-		urlHost = "localhost"
-	}
 	path := h.Path
 	if path == "" {
 		path = "/healthz"
+	}
+	u, err := url.Parse("http://localhost" + path)
+	if err != nil || !strings.HasPrefix(path, "/") {
+		return failChecker{fmt.Errorf("bad health check path %q: write an absolute path such as /healthz", path)}
+	}
+	if strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return failChecker{fmt.Errorf("bad health check host %q: write a host name without spaces or control characters", host)}
 	}
 	expect := h.ExpectStatus
 	if len(expect) == 0 {
 		expect = config.StatusRanges{{Lo: 200, Hi: 399}}
 	}
-	var dialer net.Dialer
-	// One transport per monitor keeps a single keep-alive connection, so a
-	// check usually costs one request and no handshake.
-	t := &http.Transport{
-		Proxy: nil, // never the environment's proxy: checks go to the server itself
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, address)
-		},
-		MaxIdleConns:        1,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
+	c := &httpChecker{
+		network: network,
+		address: address,
+		request: []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + host +
+			"\r\nUser-Agent: turnout-healthcheck\r\n\r\n"),
+		expect:  expect,
+		body:    []byte(h.ExpectBody),
+		timeout: timeout,
+		aborted: make(chan struct{}, 1),
 	}
-	return &httpChecker{
-		client: &http.Client{
-			Transport: t,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
-		transport: t,
-		url:       "http://" + urlHost + path,
-		host:      host,
-		expect:    expect,
-		body:      []byte(h.ExpectBody),
-		timeout:   timeout,
+	c.abortFn = c.abort
+	return c
+}
+
+func (c *httpChecker) Check(ctx context.Context) error {
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, c.abortFn)
+		defer func() {
+			if !stop() {
+				// abort already runs: let it finish before a later check
+				// could reuse (and be hit by) anything it touches.
+				<-c.aborted
+			}
+		}()
+	}
+	c.mu.Lock()
+	c.busy = true
+	conn := c.conn
+	c.mu.Unlock()
+
+	deadline := time.Now().Add(c.timeout)
+	keep, err := c.exchange(ctx, &conn, deadline)
+
+	c.mu.Lock()
+	c.busy = false
+	if !keep || c.retire || ctx.Err() != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		conn = nil
+	}
+	c.conn, c.retire = conn, false
+	c.mu.Unlock()
+	return err
+}
+
+// exchange sends the request on *conn (dialling when nil) and checks the
+// answer. keep says whether *conn may serve the next check. A kept-alive
+// connection that fails before any byte of the answer was most likely closed
+// by the server's idle timeout, so it is replaced once by a fresh one: only
+// a fresh connection's failure counts.
+func (c *httpChecker) exchange(ctx context.Context, conn *net.Conn, deadline time.Time) (keep bool, err error) {
+	reused := *conn != nil
+	for {
+		if *conn == nil {
+			d := net.Dialer{Deadline: deadline}
+			nc, err := d.DialContext(ctx, c.network, c.address)
+			if err != nil {
+				return false, describe(ctx, c.timeout, err)
+			}
+			c.mu.Lock()
+			c.conn, *conn = nc, nc
+			c.mu.Unlock()
+			// abort may have run between the dial and the line above.
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			if c.br == nil {
+				c.br = bufio.NewReader(nc)
+			} else {
+				c.br.Reset(nc)
+			}
+		}
+		keep, stale, err := c.roundTrip(ctx, *conn, deadline)
+		if !(stale && reused) || ctx.Err() != nil {
+			return keep, err
+		}
+		(*conn).Close()
+		*conn, reused = nil, false
 	}
 }
 
-func (c *httpChecker) Check(parent context.Context) error {
-	ctx, cancel := context.WithTimeout(parent, c.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+// roundTrip runs one check on conn. keep says whether conn may serve the
+// next check; stale reports a failure before any byte of the answer that was
+// not a timeout.
+func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline time.Time) (keep, stale bool, err error) {
+	if err := conn.SetDeadline(deadline); err != nil {
+		return false, true, describe(ctx, c.timeout, err)
+	}
+	if _, err := conn.Write(c.request); err != nil {
+		return false, !isTimeout(err), describe(ctx, c.timeout, err)
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errClosed
+		}
+		return false, !isTimeout(err), describe(ctx, c.timeout, err)
+	}
+	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
-		return fmt.Errorf("bad health check path: %w", err)
+		return false, false, describe(ctx, c.timeout, err)
 	}
-	req.Host = c.host
-	req.Header.Set("User-Agent", "turnout-healthcheck")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return describe(parent, ctx, c.timeout, err)
-	}
-	defer resp.Body.Close()
-	// Reading the body (up to maxBody) lets the connection be reused.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if !c.expect.Contains(resp.StatusCode) {
-		return fmt.Errorf("status %d, want %s", resp.StatusCode, formatRanges(c.expect))
-	}
-	if len(c.body) > 0 {
+	keep = !resp.Close && resp.ContentLength >= 0 && resp.ContentLength <= maxBody
+	statusOK := c.expect.Contains(resp.StatusCode)
+	if statusOK && len(c.body) > 0 {
+		c.buf, err = readUpTo(resp.Body, c.buf[:0], maxBody)
 		if err != nil {
-			return fmt.Errorf("read body: %w", describe(parent, ctx, c.timeout, err))
+			return false, false, fmt.Errorf("read body: %w", describe(ctx, c.timeout, err))
 		}
-		if !bytes.Contains(body, c.body) {
-			return fmt.Errorf("body lacks %q", c.body)
+		keep = keep && int64(len(c.buf)) == resp.ContentLength
+	} else if keep {
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			keep = false
 		}
 	}
-	return nil
+	if !statusOK {
+		return keep, false, fmt.Errorf("status %d, want %s", resp.StatusCode, formatRanges(c.expect))
+	}
+	if len(c.body) > 0 && !bytes.Contains(c.buf, c.body) {
+		return keep, false, fmt.Errorf("body lacks %q", c.body)
+	}
+	return keep, false, nil
 }
 
-// CloseIdleConnections closes the kept-alive connection, if any.
-func (c *httpChecker) CloseIdleConnections() { c.transport.CloseIdleConnections() }
+// readUpTo appends r to buf until EOF or until buf holds n bytes.
+func readUpTo(r io.Reader, buf []byte, n int) ([]byte, error) {
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := r.Read(buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// abort ends a check in flight when its context is cancelled (Monitor.Close):
+// closing the connection fails its blocked write or read at once.
+func (c *httpChecker) abort() {
+	c.mu.Lock()
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	c.mu.Unlock()
+	c.aborted <- struct{}{}
+}
+
+// CloseIdleConnections closes the kept-alive connection, if any; a connection
+// in use by a check is closed when that check ends.
+func (c *httpChecker) CloseIdleConnections() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy {
+		c.retire = true
+		return
+	}
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
 
 // closeIdle releases a checker's idle connections, for checkers that keep some.
 func closeIdle(c Checker) {
@@ -184,19 +312,28 @@ func closeIdle(c Checker) {
 	}
 }
 
+// errClosed is the failure of a server that closed the connection without
+// answering.
+var errClosed = errors.New("connection closed by the server without an answer")
+
+// isTimeout reports whether err is an I/O or dial deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
 // describe shortens a check error to what an operator needs next to the
 // server's address: "timeout after 1s", "connect: connection refused".
-func describe(parent, ctx context.Context, timeout time.Duration, err error) error {
-	if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+func describe(ctx context.Context, timeout time.Duration, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if isTimeout(err) {
 		return fmt.Errorf("timeout after %s", timeout)
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Err != nil {
 		return opErr.Err
-	}
-	var urlErr *url.Error
-	if errors.As(err, &urlErr) {
-		return urlErr.Err
 	}
 	return err
 }

@@ -1,7 +1,10 @@
 package healthcheck
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -245,5 +248,105 @@ func BenchmarkHTTPCheck(b *testing.B) {
 		if err := c.Check(ctx); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// rawBackend is a TCP backend that answers every request with answer, then
+// closes the connection when closeAfter is set; with answer "" it closes the
+// connection without answering. It counts the connections it accepted.
+func rawBackend(t *testing.T, answer string, closeAfter bool) (config.Server, *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil || answer == "" {
+						return
+					}
+					if _, err := io.WriteString(c, answer); err != nil || closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return config.Server{Network: "tcp", Address: l.Addr().String(), Weight: 1}, &conns
+}
+
+// The checker keeps a connection only when the answer allows it, and a kept
+// connection the server closed meanwhile is replaced within the same check:
+// a server's idle timeout is not a failed check.
+func TestHTTPCheckConnectionReuse(t *testing.T) {
+	const checks = 4
+	ok := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	cases := []struct {
+		name       string
+		answer     string
+		closeAfter bool
+		wantConns  int32
+		want       string
+	}{
+		{name: "kept alive", answer: ok, wantConns: 1},
+		{name: "server closes after each answer", answer: ok, closeAfter: true, wantConns: checks},
+		{name: "connection close", answer: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", wantConns: checks},
+		{name: "unknown length", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", wantConns: checks},
+		{name: "body over 64 KiB", answer: "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000), wantConns: checks},
+		{name: "failing status kept alive", answer: "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", wantConns: 1, want: "status 503, want 200-399"},
+		{name: "fresh connection closed unanswered fails", answer: "", wantConns: checks, want: "connection closed by the server without an answer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, conns := rawBackend(t, tc.answer, tc.closeAfter)
+			c := NewChecker(s, testHealth())
+			for i := range checks {
+				if got := checkResult(c.Check(context.Background())); got != tc.want {
+					t.Fatalf("check %d = %q, want %q", i, got, tc.want)
+				}
+			}
+			if n := conns.Load(); n != tc.wantConns {
+				t.Fatalf("%d checks opened %d connections, want %d", checks, n, tc.wantConns)
+			}
+		})
+	}
+}
+
+func TestHTTPCheckCancel(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	_, s := startHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	h := testHealth()
+	h.Timeout = config.Duration(time.Hour)
+	c := NewChecker(s, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Check(ctx) }()
+	select {
+	case <-arrived:
+	case <-time.After(deadline):
+		t.Fatal("check never reached the backend")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled check = %v, want context.Canceled", err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("Check did not return after its context was cancelled")
 	}
 }
