@@ -15,7 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"text/template"
 	"time"
 )
 
@@ -216,70 +215,20 @@ type settings struct {
 	Proxy string
 }
 
-var configTemplate = template.Must(template.New("config").Parse(`
-listen  = ["{{.Listen}}"]
-control = "{{.Control}}"
-state   = "{{.State}}"
-initial = "A"
-log_level = "debug"
-
-[proxy]
-drain_timeout = "2s"
-{{.Proxy}}
-[switch]
-warm_interval = "50ms"
-
-[health]
-interval         = "100ms"
-standby_interval = "100ms"
-timeout          = "500ms"
-rise = 2
-fall = 1
-
-[pools.A]
-servers = [{{range $i, $s := .A}}{{if $i}}, {{end}}"{{$s}}"{{end}}]
-
-[pools.B]
-servers = [{{range $i, $s := .B}}{{if $i}}, {{end}}"{{$s}}"{{end}}]
-`))
-
 var listeningRE = regexp.MustCompile(`turnout: listening(:|$)`)
 
 // startTurnout writes a config for s and runs `turnout serve` on it until the
 // test ends, when it is stopped with SIGTERM and must exit 0.
 func startTurnout(t *testing.T, s settings) *turnout {
 	t.Helper()
-	dir := t.TempDir()
 	if len(s.B) == 0 {
 		s.B = []string{freeTCPAddr(t)} // a standby pool nobody serves
 	}
-	if !strings.Contains(s.Proxy, "hold_timeout") {
-		s.Proxy += "\nhold_timeout = \"10s\"\n"
-	}
-	data := struct {
-		settings
-		Listen, Control, State string
-	}{s, freeTCPAddr(t), filepath.Join(shortDir(t), "c.sock"), filepath.Join(dir, "state.db")}
-	var cfg bytes.Buffer
-	if err := configTemplate.Execute(&cfg, data); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "turnout.toml")
-	if err := os.WriteFile(path, cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := start(t, exec.Command(turnoutBin, "serve", "--config", path), true, listeningRE)
-	tn := &turnout{process: p, Addr: data.Listen, URL: "http://" + data.Listen, Config: path, Control: data.Control}
-	t.Cleanup(func() {
-		err := p.stop(t, syscall.SIGTERM, 30*time.Second)
-		out := p.output.String()
-		if err != nil || strings.Contains(out, "DATA RACE") {
-			t.Errorf("turnout did not exit cleanly after SIGTERM (%v):\n%s", err, out)
-		} else if t.Failed() {
-			t.Logf("turnout's log:\n%s", out)
-		}
-	})
-	return tn
+	c := newCfgSpec(t, s.A, s.B)
+	c.Proxy = s.Proxy
+	path := writeCfg(t, c)
+	d := serveDaemon(t, path, c)
+	return &turnout{process: d.process, Addr: c.Listen, URL: d.URL, Config: path, Control: c.Control}
 }
 
 // backend is one backend process that can be stopped and started again on

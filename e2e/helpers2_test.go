@@ -34,6 +34,9 @@ type cfgSpec struct {
 	Top string
 	// Drain is proxy.drain_timeout; "2s" when empty.
 	Drain string
+	// Proxy is extra lines for the [proxy] table; a hold_timeout there
+	// replaces the default "10s".
+	Proxy string
 	// A and B are the pools' servers as the config writes them.
 	A, B []string
 	// PoolA and PoolB are extra lines after each pool's servers, such as
@@ -61,7 +64,7 @@ state   = "{{.State}}"
 log_level = "debug"
 
 [proxy]
-hold_timeout  = "10s"
+{{.Proxy}}
 drain_timeout = "{{.Drain}}"
 
 [switch]
@@ -91,6 +94,10 @@ func (c cfgSpec) render(t *testing.T) string {
 	if c.Drain == "" {
 		c.Drain = "2s"
 	}
+	if !strings.Contains(c.Proxy, "hold_timeout") {
+		c.Proxy = "hold_timeout  = \"10s\"\n" + c.Proxy
+	}
+	c.Proxy = strings.TrimSuffix(c.Proxy, "\n")
 	var buf bytes.Buffer
 	if err := cfgSpecTemplate.Execute(&buf, c); err != nil {
 		t.Fatal(err)
@@ -409,65 +416,6 @@ func proxyGet(url string) (int, string, string, error) {
 	var e echo
 	json.Unmarshal(data, &e)
 	return resp.StatusCode, e.Backend, string(data), nil
-}
-
-// startLoadUntil runs spec (its Duration ignored) until the returned stop
-// is called; stop returns the result. The load is stopped at the end of the
-// test if the test did not.
-func startLoadUntil(t *testing.T, spec loadSpec) (stop func() *loadResult) {
-	t.Helper()
-	client := &http.Client{
-		Transport: &http.Transport{MaxIdleConnsPerHost: spec.Workers, DisableCompression: true},
-		Timeout:   30 * time.Second,
-	}
-	res := &loadResult{ByStatus: map[int]int{}, Backends: map[string]int{}}
-	jobs := make(chan int)
-	quit := make(chan struct{})
-	var workers sync.WaitGroup
-	for range spec.Workers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for i := range jobs {
-				res.record(oneRequest(client, spec, i))
-			}
-		}()
-	}
-	begin := time.Now()
-	go func() {
-		defer close(jobs)
-		tick := time.NewTicker(time.Second / time.Duration(spec.Rate))
-		defer tick.Stop()
-		// Each tick sends every request due by now, so ticks the runtime
-		// drops on a busy machine do not lower the rate.
-		for i := 0; ; {
-			select {
-			case <-tick.C:
-			case <-quit:
-				return
-			}
-			due := int(time.Since(begin).Seconds() * float64(spec.Rate))
-			for ; i < due; i++ {
-				select {
-				case jobs <- i:
-				case <-quit:
-					return
-				}
-			}
-		}
-	}()
-	var once sync.Once
-	stop = func() *loadResult {
-		once.Do(func() {
-			close(quit)
-			workers.Wait()
-			client.CloseIdleConnections()
-			res.Elapsed = time.Since(begin)
-		})
-		return res
-	}
-	t.Cleanup(func() { stop() })
-	return stop
 }
 
 // countLines counts the lines of s that match re.

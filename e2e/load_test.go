@@ -64,9 +64,25 @@ func (r *loadResult) String() string {
 	return b.String()
 }
 
-// startLoad runs spec in the background; the returned function waits for
-// its end and returns the result.
+// startLoad runs spec in the background for spec.Duration; the returned
+// function waits for its end and returns the result.
 func startLoad(t *testing.T, spec loadSpec) func() *loadResult {
+	t.Helper()
+	stop := startLoadUntil(t, spec)
+	end := time.NewTimer(spec.Duration)
+	return func() *loadResult {
+		<-end.C
+		return stop()
+	}
+}
+
+// maxLoad bounds every load in time whatever its caller does.
+const maxLoad = 5 * time.Minute
+
+// startLoadUntil runs spec (its Duration ignored) until the returned stop
+// is called, for maxLoad at the most; stop returns the result. The load is
+// stopped at the end of the test if the test did not.
+func startLoadUntil(t *testing.T, spec loadSpec) (stop func() *loadResult) {
 	t.Helper()
 	// Go's client silently re-sends a failed GET (and a request with an
 	// Idempotency-Key) on a reused connection; a plain POST shows the truth.
@@ -77,6 +93,7 @@ func startLoad(t *testing.T, spec loadSpec) func() *loadResult {
 	}
 	res := &loadResult{ByStatus: map[int]int{}, Backends: map[string]int{}}
 	jobs := make(chan int)
+	quit := make(chan struct{})
 	var workers sync.WaitGroup
 	for range spec.Workers {
 		workers.Add(1)
@@ -90,31 +107,42 @@ func startLoad(t *testing.T, spec loadSpec) func() *loadResult {
 	begin := time.Now()
 	go func() {
 		defer close(jobs)
-		// Each tick sends every request due by now, so ticks the runtime
-		// drops on a busy machine do not lower the rate.
 		tick := time.NewTicker(time.Second / time.Duration(spec.Rate))
 		defer tick.Stop()
-		end := time.NewTimer(spec.Duration)
-		defer end.Stop()
-		total := spec.Rate * int(spec.Duration/time.Millisecond) / 1000
-		for i := 0; i < total; {
+		limit := time.NewTimer(maxLoad)
+		defer limit.Stop()
+		// Each tick sends every request due by now, so ticks the runtime
+		// drops on a busy machine do not lower the rate.
+		for i := 0; ; {
 			select {
 			case <-tick.C:
-			case <-end.C:
+			case <-quit:
+				return
+			case <-limit.C:
 				return
 			}
-			due := min(total, int(time.Since(begin).Seconds()*float64(spec.Rate)))
+			due := int(time.Since(begin).Seconds() * float64(spec.Rate))
 			for ; i < due; i++ {
-				jobs <- i
+				select {
+				case jobs <- i:
+				case <-quit:
+					return
+				}
 			}
 		}
 	}()
-	return func() *loadResult {
-		workers.Wait()
-		client.CloseIdleConnections()
-		res.Elapsed = time.Since(begin)
+	var once sync.Once
+	stop = func() *loadResult {
+		once.Do(func() {
+			close(quit)
+			workers.Wait()
+			client.CloseIdleConnections()
+			res.Elapsed = time.Since(begin)
+		})
 		return res
 	}
+	t.Cleanup(func() { stop() })
+	return stop
 }
 
 // oneRequest sends request number i of a load and checks its answer.
