@@ -371,3 +371,21 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestSlotted(t *testing.T) {
+	base := time.Unix(1700000000, 123456789)
+	cases := []struct {
+		interval time.Duration
+		want     time.Time
+	}{
+		{interval: time.Second, want: time.Unix(1700000000, 130000000)},
+		{interval: time.Hour, want: time.Unix(1700000000, 130000000)}, // slot capped at 10ms
+		{interval: 10 * time.Millisecond, want: time.Unix(1700000000, 123500000)},
+		{interval: 50, want: base}, // too short to slot
+	}
+	for _, tc := range cases {
+		if got := slotted(base, tc.interval); !got.Equal(tc.want) {
+			t.Errorf("slotted(%v, %v) = %v, want %v", base, tc.interval, got, tc.want)
+		}
+	}
+}
