@@ -42,22 +42,30 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 }
 
 // Two ways a kept-alive connection fails before a byte of the response:
-//   - errUnread: the connection was reset (ECONNRESET, EPIPE). A socket
-//     closed with our request unread in it, or closed before the request
-//     arrived, answers with a reset: the server never read the request, so
-//     it may go again whatever its method. This is what a server's graceful
-//     shutdown does to the idle connections it closes.
-//   - errStale: a plain close (EOF). The server may have read the request
-//     and died processing it, so only an idempotent request may go again.
+//   - errUnread: the connection was reset with a request that fits in one
+//     server read (see staleError): the server never read it, so it may go
+//     again whatever its method. This is what a server's graceful shutdown
+//     does to a request that reaches a connection it is closing as idle.
+//   - errStale: anything else, a plain close (EOF) or a reset after a larger
+//     request: the server may have read the request and died processing
+//     it, so only an idempotent request may go again (SPEC.md 4.2).
 var (
 	errUnread = errors.New("kept-alive connection reset by the server before it read the request")
 	errStale  = errors.New("kept-alive connection closed by the server before it answered")
 )
 
-// staleError classifies the failure of a request on a reused connection
-// from which nothing was read yet.
-func staleError(err error) error {
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+// oneRead is the size of request that any server reads whole with its
+// first read (Go, gunicorn and uwsgi read 4 KiB or more at once).
+const oneRead = 4 << 10
+
+// staleError classifies the failure of a request of size n on a reused
+// connection from which nothing was read yet. A reset means some of our
+// bytes were left unread in the server's socket; for a request that fits in
+// one read, that means the server read none of it. A larger request may
+// have been read in part (its head) before the server died, so it counts as
+// delivered.
+func staleError(err error, n int) error {
+	if n <= oneRead && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 		return errUnread
 	}
 	return errStale
@@ -147,9 +155,10 @@ func (c *h1Conn) alive() bool {
 	}
 	var buf [1]byte
 	var perr error
-	err = rc.Read(func(fd uintptr) bool {
+	// Control, not Read: a read deadline left from the last response must
+	// not fail the peek.
+	err = rc.Control(func(fd uintptr) {
 		_, _, perr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
 	})
 	// EAGAIN: nothing to read and not closed. Anything else (a close, bytes
 	// nobody asked for, an error) makes the connection unfit for reuse.
@@ -188,8 +197,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if err != nil {
 		stop()
 		if c.reused && ctx.Err() == nil {
-			// Nothing of a failed write was taken by the server.
-			return nil, errUnread
+			return nil, staleError(err, len(msg))
 		}
 		return nil, err
 	}
@@ -203,7 +211,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		if err != nil {
 			stop()
 			if c.reused && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, staleError(err)
+				return nil, staleError(err, len(msg))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
 				return nil, &timeoutError{}

@@ -72,7 +72,8 @@ $TURNOUT switch "$idle" --expect-active "$active" --timeout "$TIMEOUT" --reason 
 rc=$?
 set -e
 if [ "$rc" -eq 0 ]; then
-  # The old pool is drained: nothing is in flight there any more.
+  # The old pool is drained (or drain_timeout passed: turnout said how many
+  # requests were still in flight); stopping it gracefully lets those finish.
   stop_pool "$active"
   log "deployed $VERSION on pool $idle"
   exit 0

@@ -90,11 +90,13 @@ func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
 			continue
 		}
 		switch k {
+		case "Content-Length":
+			continue // written below, once, from the body read
 		case "X-Forwarded-For":
 			continue // written below, with the client's address
-		case "X-Forwarded-Host", "X-Forwarded-Proto":
+		case "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded":
 			if !trusted {
-				continue
+				continue // a client must not spoof where it comes from
 			}
 		}
 		for _, v := range vv {

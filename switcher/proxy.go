@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,7 +112,23 @@ func (s *Switcher) fromTrustedProxy(r *http.Request) bool {
 	return false
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// errBadUpgrade rejects a 101 the request did not ask for, or one the client
+// connection cannot take (HTTP/2): ReverseProxy would give up on it without
+// closing the upstream connection.
+var errBadUpgrade = errors.New("upstream switched protocols unasked")
+
 func (s *Switcher) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		asked := resp.Request.Header.Get("Upgrade")
+		if asked == "" || resp.Request.ProtoMajor != 1 || !strings.EqualFold(asked, resp.Header.Get("Upgrade")) {
+			return errBadUpgrade
+		}
+	}
 	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
 		return &interceptedError{status: resp.StatusCode}
 	}
@@ -123,7 +140,6 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 // 504 when the upstream did not answer in time, 502 otherwise.
 func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var intercepted *interceptedError
-	var netErr net.Error
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads an answer.
@@ -133,7 +149,7 @@ func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error)
 		s.writePage(w, r, http.StatusServiceUnavailable, s.Config().Maintenance.Message)
 	case errors.As(err, &intercepted):
 		s.writePage(w, r, intercepted.status, "")
-	case errors.As(err, &netErr) && netErr.Timeout():
+	case isTimeout(err):
 		s.logger.Warn("upstream timed out", "error", err, "path", r.URL.Path)
 		s.writePage(w, r, http.StatusGatewayTimeout, "")
 	default:
@@ -180,8 +196,8 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*pool.Server) error) error {
 	var (
 		failed   *pool.Server // excluded from the next pick
-		retried  bool
-		deadline time.Time // set at the first failed delivery
+		retryErr error        // the failure an idempotent retry answers, if any
+		deadline time.Time    // set at the first failed delivery
 	)
 	holdUntil := func() time.Time {
 		if deadline.IsZero() {
@@ -200,6 +216,11 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			continue
 		}
 		if srv == nil {
+			if retryErr != nil {
+				// No other server to retry on: holding is for requests
+				// that were never delivered, so this one fails as it did.
+				return retryErr
+			}
 			if err := s.hold(req.Context(), holdUntil()); err != nil {
 				return err
 			}
@@ -214,12 +235,14 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			return err
 		case pool.IsDialError(err) && !consumed():
 			// The server never saw the request: any method may go elsewhere.
-			failed = srv
+			failed, retryErr = srv, nil
 			if time.Now().After(holdUntil()) {
 				return errHoldTimeout
 			}
-		case !retried && idempotent(req) && !consumed():
-			retried, failed = true, srv
+		case retryErr == nil && idempotent(req) && !consumed() && !isTimeout(err):
+			// A timeout is not retried: the app is slow, not gone, and a
+			// second try would double both its load and the client's wait.
+			retryErr, failed = err, srv
 		default:
 			return err
 		}

@@ -30,6 +30,7 @@ func (s *Switcher) Reload(source string) error {
 	cfg, err := config.Load(old.Path)
 	if err == nil && cfg.Hash == old.Hash && s.configStatus().LastError == "" {
 		s.logger.Debug("config unchanged", "source", source)
+		s.reconcilePinnedLocked()
 		return nil
 	}
 	if err == nil {
@@ -64,7 +65,6 @@ func (s *Switcher) applyLocked(cfg *config.Config) error {
 	s.settings.Store(st)
 
 	transport := transportOptions(cfg)
-	active := s.active.Load()
 	for _, name := range cfg.PoolNames() {
 		pc, p := cfg.Pools[name], s.pools[name]
 		p.SetTransport(transport)
@@ -84,9 +84,7 @@ func (s *Switcher) applyLocked(cfg *config.Config) error {
 		}
 	}
 	s.changed.broadcast()
-	if cfg.Active != "" && cfg.Active != active.Name() {
-		s.startConfigSwitchLocked(cfg.Active)
-	}
+	s.reconcilePinnedLocked()
 	return nil
 }
 

@@ -159,6 +159,15 @@ func TestPinnedActiveSwitchesThroughWarmUp(t *testing.T) {
 	if h.sw.Active() != "B" {
 		t.Fatalf("active %s after an aborted config switch, want B", h.sw.Active())
 	}
+
+	// The pinned pool comes to life; a reload of the unchanged file (SIGHUP)
+	// tries again and follows the file.
+	revived := &backend{t: t, name: "A", addr: dead}
+	revived.handler = a.handler
+	revived.start()
+	t.Cleanup(revived.stop)
+	must(t, h.sw.Reload("SIGHUP"))
+	waitFor(t, "the retried config switch to A", func() bool { return h.sw.Active() == "A" })
 }
 
 func must(t *testing.T, err error) {
@@ -169,3 +178,22 @@ func must(t *testing.T, err error) {
 }
 
 var _ = time.Second
+
+func TestRevertingThePinnedPoolCancelsTheConfigSwitch(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	dead := reservedAddr(t)
+	h := startSwitcher(t, `active = "A"`+"\n"+fastChecks, []string{a.addr}, []string{dead})
+	text, err := os.ReadFile(h.path)
+	must(t, err)
+	toB := strings.Replace(string(text), `active = "A"`, `active = "B"`, 1)
+	must(t, os.WriteFile(h.path, []byte(toB), 0o600))
+	must(t, h.sw.Reload("test"))
+	waitFor(t, "the config switch to B to warm", func() bool { return h.sw.Status().Switching != nil })
+	must(t, os.WriteFile(h.path, text, 0o600))
+	must(t, h.sw.Reload("test"))
+	waitFor(t, "the config switch to B to be cancelled", func() bool { return h.sw.Status().Switching == nil })
+	hist, _ := h.sw.History(1)
+	if h.sw.Active() != "A" || len(hist) != 1 || hist[0].Result != state.ResultAborted {
+		t.Fatalf("active %s, history %+v; want A and the superseded switch aborted", h.sw.Active(), hist)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/turnout/turnout/healthcheck"
@@ -65,6 +66,12 @@ type switchRun struct {
 
 	mu        sync.Mutex
 	lastError map[string]string // per server: the last check error seen while warming
+
+	// ctx is cancelled when the config file pins another pool while this
+	// switch runs (superseded then says so).
+	ctx        context.Context
+	cancel     context.CancelFunc
+	superseded atomic.Bool
 }
 
 // Switch runs the switch protocol and returns its history record; it returns
@@ -94,26 +101,33 @@ func (s *Switcher) Accept(req SwitchRequest) (*Event, error) {
 }
 
 // beginSwitch checks req and reserves the switch slot. fromConfig says the
-// config file asked (pinned `active`).
+// config file asked (pinned `active`). The checks and the reservation are
+// one step under beginMu, so that the active pool read here cannot change
+// under a switch that is already running: a request that finds another
+// switch in progress is a conflict, whatever it asks for.
 func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, error) {
+	s.beginMu.Lock()
+	defer s.beginMu.Unlock()
 	cfg := s.Config()
+	if cur := s.switching.Load(); cur != nil {
+		return nil, fmt.Errorf("%w: a switch to %s is in progress; wait for it, or check `turnout status`", ErrConflict, cur.to.Name())
+	}
 	name, ok := cfg.LookupPool(req.To)
 	if !ok {
 		return nil, fmt.Errorf("%w %q: the pools are %v", ErrUnknownPool, req.To, cfg.PoolNames())
 	}
-	if cfg.Active != "" && !fromConfig {
-		return nil, fmt.Errorf("%w (active = %q): edit `active` in %s to switch", ErrPinned, cfg.Active, cfg.Path)
-	}
 	from := s.active.Load()
-	if req.ExpectActive != "" {
-		want, ok := cfg.LookupPool(req.ExpectActive)
-		if !ok || want != from.Name() {
-			return nil, fmt.Errorf("%w: --expect-active %s, but %s is active", ErrConflict, req.ExpectActive, from.Name())
-		}
-	}
 	if name == from.Name() {
 		s.logger.Info("switch: pool already active", "to", name, "actor", req.Actor)
 		return nil, nil
+	}
+	if cfg.Active != "" && !fromConfig {
+		return nil, fmt.Errorf("%w (active = %q): edit `active` in %s to switch", ErrPinned, cfg.Active, cfg.Path)
+	}
+	if req.ExpectActive != "" {
+		if want, ok := cfg.LookupPool(req.ExpectActive); !ok || want != from.Name() {
+			return nil, fmt.Errorf("%w: --expect-active %s, but %s is active", ErrConflict, req.ExpectActive, from.Name())
+		}
 	}
 	timeout := req.Timeout
 	if timeout <= 0 {
@@ -125,22 +139,22 @@ func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, 
 		requestedAt: now, deadline: now.Add(timeout),
 		checked: make(chan struct{}, 1), lastError: make(map[string]string),
 	}
-	if !s.switching.CompareAndSwap(nil, run) {
-		cur := s.switching.Load()
-		return nil, fmt.Errorf("%w: a switch to %s is in progress; wait for it, or check `turnout status`", ErrConflict, poolName(cur))
-	}
+	run.ctx, run.cancel = context.WithCancel(context.Background())
+	s.switching.Store(run)
 	return run, nil
 }
 
-func poolName(run *switchRun) string {
-	if run == nil {
-		return "?"
-	}
-	return run.to.Name()
-}
-
 func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Event)) (*state.Record, error) {
-	defer s.switching.Store(nil)
+	defer func() {
+		run.cancel()
+		s.switching.Store(nil)
+		if run.superseded.Load() {
+			// The file names another pool now: follow it.
+			s.mu.Lock()
+			s.reconcilePinnedLocked()
+			s.mu.Unlock()
+		}
+	}()
 	emit := func(e Event) {
 		e.Time, e.From, e.To = time.Now().UTC(), run.from.Name(), run.to.Name()
 		if events != nil {
@@ -181,13 +195,22 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	// Persist first: a crash after this point comes back on the new pool.
 	rec.SwitchedAt = time.Now().UTC()
 	if err := s.store.RecordSwitch(rec); err != nil {
-		log.Error("cannot persist the switch; the old pool keeps traffic", "error", err)
-		return nil, fmt.Errorf("%w: persist the switch to %s: %v", ErrAborted, s.store.Path(), err)
+		err = fmt.Errorf("persist the switch to %s: %w", s.store.Path(), err)
+		log.Error("switch aborted; the old pool keeps traffic", "error", err)
+		run.to.SetInterval(cfg.Pools[run.to.Name()].Health.StandbyInterval.D())
+		emit(Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
+		return nil, fmt.Errorf("%w: %v; %s keeps traffic", ErrAborted, err, run.from.Name())
 	}
+	// The swap and the intervals that follow from it happen under the
+	// reload lock, with the config in force now, so that a reload never
+	// sets intervals from a stale idea of which pool is active.
+	s.mu.Lock()
 	s.active.Store(run.to)
 	s.changed.broadcast()
+	cfg = s.Config()
 	run.to.SetInterval(cfg.Pools[run.to.Name()].Health.Interval.D())
 	run.from.SetInterval(cfg.Pools[run.from.Name()].Health.StandbyInterval.D())
+	s.mu.Unlock()
 	log.Info("switched", "warm", time.Duration(rec.WarmMS)*time.Millisecond, "id", rec.ID)
 	emit(Event{Type: "switched"})
 	s.observeSwitch(rec)
@@ -227,6 +250,8 @@ func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(Event)) e
 				run.to.Name(), run.deadline.Sub(run.requestedAt).Round(time.Millisecond), up, total, s.Config().Switch.Ready)
 		case <-ctx.Done():
 			return fmt.Errorf("cancelled by the caller (%d of %d servers up)", up, total)
+		case <-run.ctx.Done():
+			return fmt.Errorf("superseded: the config file now pins another pool (%d of %d servers up)", up, total)
 		}
 	}
 }
@@ -276,18 +301,40 @@ func (run *switchRun) outcomes() []state.ServerOutcome {
 	return out
 }
 
-// startConfigSwitchLocked runs the switch protocol for a change of the
-// config's pinned `active`, in the background, recorded with actor "config".
-func (s *Switcher) startConfigSwitchLocked(to string) {
-	run, err := s.beginSwitch(SwitchRequest{To: to, Actor: "config", Reason: "active changed in the config file"}, true)
+// reconcilePinnedLocked makes the active pool follow the config file's
+// `active`, when it pins one: a config switch that warms another pool is
+// cancelled (and this runs again when it has ended), and a pool that is not
+// the pinned one starts the switch protocol, recorded with actor "config".
+// Reloads call it even when the file did not change, so SIGHUP retries a
+// config switch that aborted. s.mu is held.
+func (s *Switcher) reconcilePinnedLocked() {
+	pinned := s.Config().Active
+	if pinned == "" {
+		return
+	}
+	if run := s.switching.Load(); run != nil {
+		if run.req.Actor == configActor && run.to.Name() != pinned {
+			s.logger.Info("the config file pins another pool; cancelling the config switch in progress", "to", run.to.Name(), "pinned", pinned)
+			run.superseded.Store(true)
+			run.cancel()
+		}
+		return
+	}
+	if s.active.Load().Name() == pinned {
+		return
+	}
+	run, err := s.beginSwitch(SwitchRequest{To: pinned, Actor: configActor, Reason: "active changed in the config file"}, true)
 	if err != nil {
-		s.logger.Warn("config asks for a switch that cannot start now", "to", to, "error", err)
+		s.logger.Warn("config asks for a switch that cannot start now", "to", pinned, "error", err)
 		return
 	}
 	if run != nil {
 		go s.runSwitch(context.Background(), run, nil)
 	}
 }
+
+// configActor is the history's actor of switches the config file asked for.
+const configActor = "config"
 
 // SetMaintenance turns the maintenance page on or off for every request,
 // persisting the mode so that a restart keeps it.

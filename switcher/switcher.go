@@ -51,6 +51,7 @@ type Switcher struct {
 
 	maintenance atomic.Pointer[maintenanceMode]
 	switching   atomic.Pointer[switchRun] // the switch in progress, or nil
+	beginMu     sync.Mutex                // makes a switch's checks and reservation one step
 
 	mu sync.Mutex // serialises reloads
 
@@ -132,7 +133,7 @@ func New(o Options) (*Switcher, error) {
 	s.logger.Info("pools ready", "active", activeName, "maintenance", on)
 	if pinned := o.Config.Active; pinned != "" && pinned != activeName {
 		s.logger.Info("the config pins another pool than the state file; switching", "state", activeName, "config", pinned)
-		s.startConfigSwitchLocked(pinned)
+		s.reconcilePinnedLocked()
 	}
 	return s, nil
 }
