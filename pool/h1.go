@@ -24,15 +24,29 @@ type h1Transport struct {
 	headerTimeout time.Duration
 	maxIdle       int
 
-	mu   sync.Mutex // guards idle
-	idle []*h1Conn  // most recently used last
+	mu      sync.Mutex // guards idle and retired
+	idle    []*h1Conn  // most recently used last
+	retired bool       // replaced by a new transport: keeps no connection
+}
+
+// idleTimeout is how long an idle connection may wait for its next
+// request; older ones are closed rather than trusted.
+const idleTimeout = 90 * time.Second
+
+// retire closes the idle connections, and those in use as they come back.
+func (t *h1Transport) retire() {
+	t.mu.Lock()
+	t.retired = true
+	t.mu.Unlock()
+	t.CloseIdleConnections()
 }
 
 type h1Conn struct {
 	net.Conn
-	br     *bufio.Reader
-	nread  int64 // bytes read since the request was written
-	reused bool
+	idleSince time.Time
+	br        *bufio.Reader
+	nread     int64 // bytes read since the request was written
+	reused    bool
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -122,7 +136,7 @@ func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if c.alive() {
+		if time.Since(c.idleSince) < idleTimeout && c.alive() {
 			c.reused = true
 			return c, nil
 		}
@@ -166,8 +180,9 @@ func (c *h1Conn) alive() bool {
 }
 
 func (t *h1Transport) put(c *h1Conn) {
+	c.idleSince = time.Now()
 	t.mu.Lock()
-	if len(t.idle) < t.maxIdle {
+	if !t.retired && len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, c)
 		c = nil
 	}

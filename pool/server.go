@@ -146,7 +146,8 @@ func (s *Server) setTransport(o TransportOptions) {
 		},
 	}
 	if old := s.transport.Swap(t); old != nil {
-		old.closeIdle()
+		old.lean.retire()
+		old.std.CloseIdleConnections()
 	}
 }
 
