@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"strconv"
@@ -26,7 +26,7 @@ const maxBody = 64 << 10
 
 // Checker runs one health check of one server. Check returns nil on a pass
 // and a short error (such as "status 503, want 200-399") on a failure. A
-// cancelled ctx ends a check in flight promptly.
+// cancelled ctx ends a check in flight promptly. Calls must not overlap.
 type Checker interface {
 	Check(ctx context.Context) error
 }
@@ -93,8 +93,8 @@ func (c *tcpChecker) Check(ctx context.Context) error {
 //
 // It speaks just enough HTTP/1.1 for a check over one kept-alive net.Conn:
 // a check is one write of the pre-encoded request and one read of the
-// answer under a single deadline, with no goroutine, context or timer of
-// its own, which is what keeps a thousand checks a second cheap.
+// answer under a single deadline, with no goroutine, timer or allocation of
+// its own in the common case, which keeps a thousand checks a second cheap.
 type httpChecker struct {
 	network, address string
 	request          []byte // the whole GET request, encoded once
@@ -104,14 +104,16 @@ type httpChecker struct {
 	abortFn          func()        // c.abort, bound once
 	aborted          chan struct{} // buffered 1: abort has finished
 
-	// Only the goroutine running Check sets conn (under mu) and uses br and
-	// buf; abort and CloseIdleConnections read conn under mu.
-	mu     sync.Mutex
-	conn   net.Conn // the kept-alive connection; nil before the first check or after a failure
-	busy   bool     // a check is running
-	retire bool     // CloseIdleConnections ran during a check: close conn after it
-	br     *bufio.Reader
-	buf    []byte // the last body read, reused
+	// Check and release, which never overlap, own these.
+	watched   context.Context // the context abort is registered on
+	stopWatch func() bool     // unregisters abort from watched
+	br        *bufio.Reader
+	buf       []byte // the last body read, reused
+
+	// mu guards conn against abort, which runs on another goroutine; only
+	// Check and release set it.
+	mu   sync.Mutex
+	conn net.Conn // the kept-alive connection; nil before the first check or after a failure
 }
 
 func newHTTPChecker(s config.Server, h config.Health, network, address string, timeout time.Duration) Checker {
@@ -152,35 +154,75 @@ func newHTTPChecker(s config.Server, h config.Health, network, address string, t
 }
 
 func (c *httpChecker) Check(ctx context.Context) error {
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, c.abortFn)
-		defer func() {
-			if !stop() {
-				// abort already runs: let it finish before a later check
-				// could reuse (and be hit by) anything it touches.
-				<-c.aborted
-			}
-		}()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	c.mu.Lock()
-	c.busy = true
+	c.watch(ctx)
 	conn := c.conn
-	c.mu.Unlock()
-
-	deadline := time.Now().Add(c.timeout)
-	keep, err := c.exchange(ctx, &conn, deadline)
-
-	c.mu.Lock()
-	c.busy = false
-	if !keep || c.retire || ctx.Err() != nil {
-		if conn != nil {
-			conn.Close()
-		}
+	keep, err := c.exchange(ctx, &conn, time.Now().Add(c.timeout))
+	if conn != nil && (!keep || ctx.Err() != nil) {
+		conn.Close()
 		conn = nil
 	}
-	c.conn, c.retire = conn, false
+	c.mu.Lock()
+	c.conn = conn
 	c.mu.Unlock()
 	return err
+}
+
+// watch makes a cancellation of ctx abort the check in flight. A monitor
+// passes the same context to every check, so abort is registered once per
+// checker rather than once per check.
+func (c *httpChecker) watch(ctx context.Context) {
+	if ctx == c.watched {
+		return
+	}
+	c.unwatch()
+	if ctx.Done() != nil {
+		c.watched, c.stopWatch = ctx, context.AfterFunc(ctx, c.abortFn)
+	}
+}
+
+// unwatch unregisters abort; when abort already ran, it waits for it to
+// finish so that it cannot touch a later check's connection.
+func (c *httpChecker) unwatch() {
+	if c.stopWatch != nil && !c.stopWatch() {
+		<-c.aborted
+	}
+	c.watched, c.stopWatch = nil, nil
+}
+
+// abort ends a check in flight when the watched context is cancelled
+// (Monitor.Close): closing the connection fails its blocked write or read at
+// once.
+func (c *httpChecker) abort() {
+	c.mu.Lock()
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	c.mu.Unlock()
+	c.aborted <- struct{}{}
+}
+
+// release closes the kept-alive connection and unregisters from the watched
+// context. It must not overlap a Check; a later Check starts afresh.
+func (c *httpChecker) release() {
+	c.mu.Lock()
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+	c.mu.Unlock()
+	c.unwatch()
+}
+
+// release lets a checker free what it keeps between checks (a connection,
+// a context registration) once it is replaced or its monitor stops; it must
+// not overlap a check by c.
+func release(c Checker) {
+	if r, ok := c.(interface{ release() }); ok {
+		r.release()
+	}
 }
 
 // exchange sends the request on *conn (dialling when nil) and checks the
@@ -235,25 +277,31 @@ func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline tim
 		}
 		return false, !isTimeout(err), describe(ctx, c.timeout, err)
 	}
-	resp, err := http.ReadResponse(c.br, nil)
+	head, err := readHead(c.br)
 	if err != nil {
 		return false, false, describe(ctx, c.timeout, err)
 	}
-	keep = !resp.Close && resp.ContentLength >= 0 && resp.ContentLength <= maxBody
-	statusOK := c.expect.Contains(resp.StatusCode)
+	keep = !head.close && head.length >= 0 && head.length <= maxBody
+	statusOK := c.expect.Contains(head.status)
 	if statusOK && len(c.body) > 0 {
-		c.buf, err = readUpTo(resp.Body, c.buf[:0], maxBody)
+		var body io.Reader = c.br // no length: the body ends at close
+		if head.chunked {
+			body = httputil.NewChunkedReader(c.br)
+		} else if head.length >= 0 {
+			body = io.LimitReader(c.br, head.length)
+		}
+		c.buf, err = readUpTo(body, c.buf[:0], maxBody)
 		if err != nil {
 			return false, false, fmt.Errorf("read body: %w", describe(ctx, c.timeout, err))
 		}
-		keep = keep && int64(len(c.buf)) == resp.ContentLength
+		keep = keep && int64(len(c.buf)) == head.length
 	} else if keep {
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		if _, err := c.br.Discard(int(head.length)); err != nil {
 			keep = false
 		}
 	}
 	if !statusOK {
-		return keep, false, fmt.Errorf("status %d, want %s", resp.StatusCode, formatRanges(c.expect))
+		return keep, false, fmt.Errorf("status %d, want %s", head.status, formatRanges(c.expect))
 	}
 	if len(c.body) > 0 && !bytes.Contains(c.buf, c.body) {
 		return keep, false, fmt.Errorf("body lacks %q", c.body)
@@ -277,39 +325,6 @@ func readUpTo(r io.Reader, buf []byte, n int) ([]byte, error) {
 		}
 	}
 	return buf, nil
-}
-
-// abort ends a check in flight when its context is cancelled (Monitor.Close):
-// closing the connection fails its blocked write or read at once.
-func (c *httpChecker) abort() {
-	c.mu.Lock()
-	if c.conn != nil {
-		c.conn.Close()
-	}
-	c.mu.Unlock()
-	c.aborted <- struct{}{}
-}
-
-// CloseIdleConnections closes the kept-alive connection, if any; a connection
-// in use by a check is closed when that check ends.
-func (c *httpChecker) CloseIdleConnections() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.busy {
-		c.retire = true
-		return
-	}
-	if c.conn != nil {
-		c.conn.Close()
-		c.conn = nil
-	}
-}
-
-// closeIdle releases a checker's idle connections, for checkers that keep some.
-func closeIdle(c Checker) {
-	if ic, ok := c.(interface{ CloseIdleConnections() }); ok {
-		ic.CloseIdleConnections()
-	}
 }
 
 // errClosed is the failure of a server that closed the connection without

@@ -296,6 +296,7 @@ func TestHTTPCheckConnectionReuse(t *testing.T) {
 		name       string
 		answer     string
 		closeAfter bool
+		expBody    string
 		wantConns  int32
 		want       string
 	}{
@@ -305,12 +306,20 @@ func TestHTTPCheckConnectionReuse(t *testing.T) {
 		{name: "unknown length", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", wantConns: checks},
 		{name: "body over 64 KiB", answer: "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000), wantConns: checks},
 		{name: "failing status kept alive", answer: "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", wantConns: 1, want: "status 503, want 200-399"},
+		{name: "interim response skipped", answer: "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + ok, wantConns: 1},
+		{name: "http/1.0 closes", answer: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", wantConns: checks},
+		{name: "expected body, chunked", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n", expBody: "ok", wantConns: checks},
+		{name: "expected body, kept alive", answer: ok, expBody: "ok", wantConns: 1},
+		{name: "expected body missing", answer: ok, expBody: "ready", wantConns: 1, want: `body lacks "ready"`},
+		{name: "expected body ends at close", answer: "HTTP/1.1 200 OK\r\n\r\nok", closeAfter: true, expBody: "ok", wantConns: checks},
 		{name: "fresh connection closed unanswered fails", answer: "", wantConns: checks, want: "connection closed by the server without an answer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s, conns := rawBackend(t, tc.answer, tc.closeAfter)
-			c := NewChecker(s, testHealth())
+			h := testHealth()
+			h.ExpectBody = tc.expBody
+			c := NewChecker(s, h)
 			for i := range checks {
 				if got := checkResult(c.Check(context.Background())); got != tc.want {
 					t.Fatalf("check %d = %q, want %q", i, got, tc.want)

@@ -121,6 +121,7 @@ type Monitor struct {
 	interval time.Duration
 	snap     Snapshot
 	gen      uint64        // bumped to discard results of checks already running
+	checking bool          // the goroutine took checker for a check not yet recorded
 	next     time.Time     // when the next check starts
 	changed  chan struct{} // closed and replaced at each state change
 	drained  bool
@@ -183,7 +184,7 @@ func (m *Monitor) Close() {
 		m.startOnce.Do(func() { close(m.done) })
 		<-m.done
 		m.mu.Lock()
-		closeIdle(m.checker)
+		release(m.checker)
 		m.mu.Unlock()
 	})
 }
@@ -230,7 +231,10 @@ func (m *Monitor) SetInterval(d time.Duration) {
 func (m *Monitor) SetHealth(h config.Health) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	closeIdle(m.checker)
+	// A checker in use is released by record, after its check.
+	if !m.checking {
+		release(m.checker)
+	}
 	m.health = h
 	m.checker = NewChecker(m.server, h)
 }
@@ -317,6 +321,7 @@ func (m *Monitor) run() {
 	for {
 		m.mu.Lock()
 		if m.drained {
+			release(m.checker)
 			m.mu.Unlock()
 			return
 		}
@@ -332,6 +337,7 @@ func (m *Monitor) run() {
 			continue
 		}
 		gen, checker := m.gen, m.checker
+		m.checking = true
 		m.mu.Unlock()
 
 		start := time.Now()
@@ -349,10 +355,10 @@ func (m *Monitor) record(gen uint64, checker Checker, err error, start, end time
 	m.reportMu.Lock()
 	defer m.reportMu.Unlock()
 	m.mu.Lock()
+	m.checking = false
 	if checker != m.checker {
-		// SetHealth replaced it during this check: drop the connection it
-		// just returned to its idle pool.
-		closeIdle(checker)
+		// SetHealth replaced it during this check.
+		release(checker)
 	}
 	if gen != m.gen || m.drained {
 		m.mu.Unlock()
