@@ -47,6 +47,11 @@ type h1Conn struct {
 	br        *bufio.Reader
 	nread     int64 // bytes read since the request was written
 	reused    bool
+
+	raw     syscall.RawConn // for alive's peek; nil when not a socket
+	peek    func(fd uintptr)
+	peekBuf [1]byte
+	peekErr error
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -147,6 +152,7 @@ func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
 		return nil, err
 	}
 	c := &h1Conn{Conn: nc}
+	c.setPeek()
 	// Response heads are small and larger body reads bypass the buffer, so a
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
@@ -159,24 +165,34 @@ func (c *h1Conn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return true
+	if c.raw == nil {
+		return true // not a socket (tests): nothing to peek at
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var buf [1]byte
-	var perr error
 	// Control, not Read: a read deadline left from the last response must
 	// not fail the peek.
-	err = rc.Control(func(fd uintptr) {
-		_, _, perr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	})
+	if err := c.raw.Control(c.peek); err != nil {
+		return false
+	}
 	// EAGAIN: nothing to read and not closed. Anything else (a close, bytes
 	// nobody asked for, an error) makes the connection unfit for reuse.
-	return err == nil && errors.Is(perr, syscall.EAGAIN)
+	return errors.Is(c.peekErr, syscall.EAGAIN)
+}
+
+// setPeek prepares alive's non-blocking peek once per connection, so that
+// a reuse costs one system call and no allocation.
+func (c *h1Conn) setPeek() {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	c.raw = raw
+	c.peek = func(fd uintptr) {
+		_, _, c.peekErr = syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}
 }
 
 func (t *h1Transport) put(c *h1Conn) {
