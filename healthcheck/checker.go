@@ -265,7 +265,10 @@ func (c *httpChecker) exchange(ctx context.Context, conn *net.Conn, deadline tim
 // next check; stale reports a failure before any byte of the answer that was
 // not a timeout.
 func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline time.Time) (keep, stale bool, err error) {
-	if err := conn.SetDeadline(deadline); err != nil {
+	// Only reads get a deadline: the write of a small request on a
+	// connection whose previous answer was read cannot block, and a second
+	// timer per check costs as much as the check's own work.
+	if err := conn.SetReadDeadline(deadline); err != nil {
 		return false, true, describe(ctx, c.timeout, err)
 	}
 	if _, err := conn.Write(c.request); err != nil {
@@ -299,6 +302,10 @@ func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline tim
 		if _, err := c.br.Discard(int(head.length)); err != nil {
 			keep = false
 		}
+	}
+	// A deadline left armed would fire between checks and wake the process.
+	if keep && conn.SetReadDeadline(time.Time{}) != nil {
+		keep = false
 	}
 	if !statusOK {
 		return keep, false, fmt.Errorf("status %d, want %s", head.status, formatRanges(c.expect))
