@@ -45,7 +45,7 @@ type metrics struct {
 	pools map[string]*poolMetrics // by pool name, and noPool; fixed at start
 
 	checks       *prometheus.CounterVec
-	lastCheck    sync.Map // "pool\x00server" → time.Time of the last counted check
+	serverChecks sync.Map // *pool.Server → *serverChecks
 	switches     *prometheus.CounterVec
 	warm         prometheus.Histogram
 	holdSeconds  prometheus.Histogram
@@ -224,23 +224,37 @@ func (s *Switcher) metricsListeners() []extraListener {
 // when it left no error.
 func (s *Switcher) observeHealth(p *pool.Pool, srv *pool.Server, prev healthcheck.State, snap healthcheck.Snapshot) {
 	m := s.metrics()
-	key := p.Name() + "\x00" + snap.Server
 	if snap.State == healthcheck.Draining {
-		m.lastCheck.Delete(key)
+		m.serverChecks.Delete(srv)
 		return
 	}
 	if snap.CheckedAt.IsZero() {
 		return
 	}
-	if last, ok := m.lastCheck.Load(key); ok && last.(time.Time).Equal(snap.CheckedAt) {
-		return
+	v, ok := m.serverChecks.Load(srv)
+	if !ok {
+		v, _ = m.serverChecks.LoadOrStore(srv, &serverChecks{
+			pass: m.checks.WithLabelValues(p.Name(), snap.Server, "pass"),
+			fail: m.checks.WithLabelValues(p.Name(), snap.Server, "fail"),
+		})
 	}
-	m.lastCheck.Store(key, snap.CheckedAt)
-	result := "pass"
+	sc := v.(*serverChecks)
+	// Observer calls for one server never overlap, so last needs no lock.
+	if sc.last.Equal(snap.CheckedAt) {
+		return // a state change without a new check
+	}
+	sc.last = snap.CheckedAt
 	if snap.LastError != "" {
-		result = "fail"
+		sc.fail.Inc()
+	} else {
+		sc.pass.Inc()
 	}
-	m.checks.WithLabelValues(p.Name(), snap.Server, result).Inc()
+}
+
+// serverChecks are one server's check counters, looked up once.
+type serverChecks struct {
+	pass, fail prometheus.Counter
+	last       time.Time // CheckedAt of the last counted check
 }
 
 // observeSwitch counts a finished switch and, for a warmed one that
