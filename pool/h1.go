@@ -61,13 +61,12 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 }
 
 // Two ways a kept-alive connection fails before a byte of the response:
-//   - errUnread: the connection was reset with a request that fits in one
-//     server read (see staleError): the server never read it, so it may go
-//     again whatever its method. This is what a server's graceful shutdown
-//     does to a request that reaches a connection it is closing as idle.
-//   - errStale: anything else, a plain close (EOF) or a reset after a larger
-//     request: the server may have read the request and died processing
-//     it, so only an idempotent request may go again (SPEC.md 4.2).
+//   - errUnread: the server never read the request (see staleError), so it
+//     may go again whatever its method. This is what a graceful shutdown
+//     does to a request that meets a connection the server is closing.
+//   - errStale: anything else: the server may have read the request and
+//     died processing it, so only an idempotent request may go again
+//     (SPEC.md 4.2).
 var (
 	errUnread = errors.New("kept-alive connection reset by the server before it read the request")
 	errStale  = errors.New("kept-alive connection closed by the server before it answered")
@@ -78,17 +77,49 @@ var (
 const oneRead = 4 << 10
 
 // staleError classifies the failure of a request of size n on a reused
-// connection from which nothing was read yet. A reset means some of our
+// connection c from which nothing was read yet. A reset means some of our
 // bytes were left unread in the server's socket; for a request that fits in
-// one read, that means the server read none of it. A larger request may
-// have been read in part (its head) before the server died, so it counts as
-// delivered.
-func staleError(err error, n int) error {
-	if n <= oneRead && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+// one read, that means the server read none of it. A close (EOF) followed by
+// a reset pending on the socket means the server had closed before our
+// request arrived (the reset answers the request): this is how a graceful
+// shutdown that closes a connection just after its last answer shows. A
+// larger request may have been read in part (its head) before the server
+// died, so it counts as delivered, as does a close with no reset.
+func (c *h1Conn) staleError(err error, n int) error {
+	if n > oneRead {
+		return errStale
+	}
+	if isReset(err) {
+		return errUnread
+	}
+	if (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && isReset(c.pendingError()) {
 		return errUnread
 	}
 	return errStale
 }
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// pendingError returns the socket's pending error (SO_ERROR), if any.
+func (c *h1Conn) pendingError() error {
+	if c.raw == nil {
+		return nil
+	}
+	var soErr int
+	var err error
+	if cerr := c.raw.Control(func(fd uintptr) {
+		soErr, err = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_ERROR)
+	}); cerr != nil || err != nil || soErr == 0 {
+		return nil
+	}
+	return syscall.Errno(soErr)
+}
+
+// testBeforeWrite lets a test act in the instant between the choice of a
+// connection and the write of the request; always nil outside tests.
+var testBeforeWrite func(c *h1Conn)
 
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -224,11 +255,14 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
 	c.nread = 0
+	if testBeforeWrite != nil {
+		testBeforeWrite(c)
+	}
 	_, err := c.Conn.Write(msg)
 	if err != nil {
 		stop()
 		if c.reused && ctx.Err() == nil {
-			return nil, staleError(err, len(msg))
+			return nil, c.staleError(err, len(msg))
 		}
 		return nil, err
 	}
@@ -242,7 +276,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		if err != nil {
 			stop()
 			if c.reused && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, staleError(err, len(msg))
+				return nil, c.staleError(err, len(msg))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
 				return nil, &timeoutError{}

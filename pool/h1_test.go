@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -209,5 +210,62 @@ func TestLeanPathResendsARequestTheServerResetUnread(t *testing.T) {
 	}
 	if accepted.Load() != 2 {
 		t.Fatalf("%d connections, want 2: the reset one and the one the POST went again on", accepted.Load())
+	}
+}
+
+// TestLeanPathResendsARequestTheServerClosedBeforeItArrived: the server
+// closes a kept-alive connection just after its last answer (as a graceful
+// shutdown does), in the instant after turnout chose the connection and
+// before the request arrives. The close is seen first, then the reset that
+// answers the request: the server never read it, so even a POST goes again.
+func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	p := newTestPool(t, spec(ln.Addr().String(), 1))
+	if resp, _ := send(t, p, "POST", "/", "first"); resp.StatusCode != 200 {
+		t.Fatalf("first POST: %d", resp.StatusCode)
+	}
+	first := <-conns
+	testBeforeWrite = func(c *h1Conn) {
+		testBeforeWrite = nil
+		first.Close()
+		// Wait until the close has reached our side, as it would have a
+		// moment later in the real race.
+		for c.pendingError() == nil && c.alive() {
+			runtime.Gosched()
+		}
+	}
+	defer func() { testBeforeWrite = nil }()
+	if resp, body := send(t, p, "POST", "/", "second"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("second POST: %d %q", resp.StatusCode, body)
+	}
+	select {
+	case <-conns:
+	default:
+		t.Fatal("the second POST did not go again on a new connection")
 	}
 }
