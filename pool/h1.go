@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -46,7 +47,6 @@ type h1Conn struct {
 	idleSince time.Time
 	br        *bufio.Reader
 	nread     int64 // bytes read since the request was written
-	reused    bool
 
 	raw     syscall.RawConn // for alive's peek; nil when not a socket
 	peek    func(fd uintptr)
@@ -60,43 +60,70 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Two ways a kept-alive connection fails before a byte of the response:
-//   - errUnread: the server never read the request (see staleError), so it
-//     may go again whatever its method. This is what a graceful shutdown
-//     does to a request that meets a connection the server is closing.
+// Two ways a connection fails before a byte of the response:
+//   - errUnread: the server never read the request or dropped it unread
+//     (see staleError), so it may go again whatever its method. This is
+//     what a graceful shutdown does to a request that meets a connection
+//     the server is closing.
 //   - errStale: anything else: the server may have read the request and
 //     died processing it, so only an idempotent request may go again
 //     (SPEC.md 4.2).
 var (
-	errUnread = errors.New("kept-alive connection reset by the server before it read the request")
-	errStale  = errors.New("kept-alive connection closed by the server before it answered")
+	errUnread = errors.New("connection closed by the server before it read the request")
+	errStale  = errors.New("connection closed by the server before it answered")
 )
 
 // oneRead is the size of request that any server reads whole with its
 // first read (Go, gunicorn and uwsgi read 4 KiB or more at once).
 const oneRead = 4 << 10
 
-// staleError classifies the failure of a request of size n on a reused
-// connection c from which nothing was read yet. A reset means some of our
-// bytes were left unread in the server's socket; for a request that fits in
-// one read, that means the server read none of it. A close (EOF) followed by
-// a reset pending on the socket means the server had closed before our
-// request arrived (the reset answers the request): this is how a graceful
-// shutdown that closes a connection just after its last answer shows. A
-// larger request may have been read in part (its head) before the server
-// died, so it counts as delivered, as does a close with no reset.
-func (c *h1Conn) staleError(err error, n int) error {
+// staleError classifies the failure of a request of size n on connection
+// c, from which nothing was read yet, sinceWrite after the request was
+// written. For a request larger than one server read, the server may have
+// read its head and died processing it: errStale. For a small one:
+//   - a reset means some of our bytes were left unread in the server's
+//     socket, so the server read none of it;
+//   - a close (EOF) followed by a reset pending on the socket means the
+//     server had closed before the request arrived (the reset answers it);
+//   - a close within quickClose of the write, with no reset, is a server
+//     that read the request and dropped it at once: Go's http.Server does
+//     this to every request it reads while shutting down. An app that
+//     crashes that fast has not acted on the request.
+//
+// Anything else counts as delivered.
+func (c *h1Conn) staleError(err error, n int, sinceWrite time.Duration) error {
 	if n > oneRead {
-		return errStale
+		return fmt.Errorf("%w (%v)", errStale, err)
 	}
 	if isReset(err) {
 		return errUnread
 	}
-	if (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && isReset(c.pendingError()) {
-		return errUnread
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// The reset that answers a request sent to a closed socket may come
+		// a moment after the close: give it that moment. Only this rare
+		// failure pays for the wait.
+		for deadline := time.Now().Add(resetWait); ; time.Sleep(resetWait / 20) {
+			if isReset(c.pendingError()) {
+				return errUnread
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+		}
+		if sinceWrite <= quickClose {
+			return errUnread
+		}
 	}
-	return errStale
+	return fmt.Errorf("%w (%v)", errStale, err)
 }
+
+// quickClose is how soon after the request a server's close counts as a
+// drop rather than a crash in the middle of the work.
+const quickClose = 10 * time.Millisecond
+
+// resetWait is how long a close may wait for the reset that shows the
+// request was never read: a few round trips on a local network.
+const resetWait = 3 * time.Millisecond
 
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
@@ -126,12 +153,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
-// response has no body). A kept-alive connection that the server closed as
-// it was used is replaced by another one when the request may go again:
-// always after errUnread, for an idempotent request after errStale. Every
-// retry uses up an idle connection or dials, so the loop ends.
+// response has no body). A connection that fails before a byte of the
+// response is replaced when the request may go again: always after
+// errUnread, for an idempotent request after errStale; a few times at most.
 func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, error) {
-	for {
+	idempotent := Idempotent(req)
+	for attempt := 1; ; attempt++ {
 		c, err := t.conn(req.Context())
 		if err != nil {
 			return nil, err
@@ -141,22 +168,26 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, e
 			return resp, nil
 		}
 		c.Close()
-		if errors.Is(err, errUnread) || errors.Is(err, errStale) && replayable(req) {
+		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
 			continue
 		}
 		return nil, err
 	}
 }
 
-// replayable reports whether req may be sent again after a connection went
-// stale under it: the server may have read it before it closed, so only an
-// idempotent request may go again.
-func replayable(req *http.Request) bool {
-	switch req.Method {
+// maxAttempts bounds the connections one exchange tries: a server that
+// resets every connection must not hold a request in a loop.
+const maxAttempts = 4
+
+// Idempotent reports whether r may be sent again after a failure that the
+// server may have seen: GET, HEAD, OPTIONS and TRACE, or a request with an
+// Idempotency-Key header (SPEC.md 4.2).
+func Idempotent(r *http.Request) bool {
+	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
-	return len(req.Header["Idempotency-Key"]) > 0 || len(req.Header["X-Idempotency-Key"]) > 0
+	return len(r.Header["Idempotency-Key"]) > 0 || len(r.Header["X-Idempotency-Key"]) > 0
 }
 
 // conn returns a live idle connection, or dials a new one.
@@ -173,7 +204,6 @@ func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
 		if time.Since(c.idleSince) < idleTimeout && c.alive() {
-			c.reused = true
 			return c, nil
 		}
 		c.Close()
@@ -259,10 +289,11 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		testBeforeWrite(c)
 	}
 	_, err := c.Conn.Write(msg)
+	written := time.Now()
 	if err != nil {
 		stop()
-		if c.reused && ctx.Err() == nil {
-			return nil, c.staleError(err, len(msg))
+		if ctx.Err() == nil {
+			return nil, c.staleError(err, len(msg), 0)
 		}
 		return nil, err
 	}
@@ -275,8 +306,8 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
 			stop()
-			if c.reused && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, c.staleError(err, len(msg))
+			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
+				return nil, c.staleError(err, len(msg), time.Since(written))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
 				return nil, &timeoutError{}

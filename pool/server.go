@@ -193,8 +193,9 @@ func (s *Server) Exchange(req *http.Request, msg []byte) (*http.Response, error)
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)
+			return nil, err
 		}
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", s.Key(), err)
 	}
 	resp.Body = &countedBody{ReadCloser: resp.Body, server: s}
 	return resp, nil

@@ -239,7 +239,7 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			if time.Now().After(holdUntil()) {
 				return errHoldTimeout
 			}
-		case retryErr == nil && idempotent(req) && !consumed() && !isTimeout(err):
+		case retryErr == nil && pool.Idempotent(req) && !consumed() && !isTimeout(err):
 			// A timeout is not retried: the app is slow, not gone, and a
 			// second try would double both its load and the client's wait.
 			retryErr, failed = err, srv
@@ -281,14 +281,6 @@ func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
 // Held returns the number of requests waiting for a live server.
 func (s *Switcher) Held() int64 { return s.held.Load() }
 
-func idempotent(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-		return true
-	}
-	return r.Header.Get("Idempotency-Key") != ""
-}
-
 // maxKeptBody is the largest body of an idempotent request that is kept in
 // memory so that the request can be re-sent after a server failed it.
 const maxKeptBody = 64 << 10
@@ -302,7 +294,7 @@ func replayable(req *http.Request) (*replayableBody, error) {
 		return nil, nil
 	}
 	b := &replayableBody{rc: req.Body}
-	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && idempotent(req) {
+	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && pool.Idempotent(req) {
 		data, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength))
 		if err != nil {
 			return nil, fmt.Errorf("read the request body: %w", err)
