@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/alecthomas/kong"
 )
@@ -39,7 +40,23 @@ func exitWith(code int, format string, args ...any) error {
 }
 
 func main() {
+	if revision == "unknown" {
+		revision = buildRevision()
+	}
 	os.Exit(run(os.Args[1:]))
+}
+
+// buildRevision is the VCS revision go build stamped into the binary, or
+// "unknown" (go run does not stamp it).
+func buildRevision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			if kv.Key == "vcs.revision" && kv.Value != "" {
+				return kv.Value[:min(12, len(kv.Value))]
+			}
+		}
+	}
+	return "unknown"
 }
 
 func run(args []string) int {
