@@ -429,11 +429,11 @@ func (m *Monitor) poke() {
 	}
 }
 
-// slotted moves t up to the next multiple of interval/100 (at most 10ms) so
+// slotted moves t up to the next multiple of interval/20 (at most 50ms) so
 // that the checks of many monitors wake the process in small batches rather
 // than one by one: most of a check's CPU cost is waking up.
 func slotted(t time.Time, interval time.Duration) time.Time {
-	slot := int64(min(interval/100, 10*time.Millisecond))
+	slot := int64(min(interval/20, 50*time.Millisecond))
 	if slot <= 0 {
 		return t
 	}

@@ -378,10 +378,10 @@ func TestSlotted(t *testing.T) {
 		interval time.Duration
 		want     time.Time
 	}{
-		{interval: time.Second, want: time.Unix(1700000000, 130000000)},
-		{interval: time.Hour, want: time.Unix(1700000000, 130000000)}, // slot capped at 10ms
+		{interval: time.Second, want: time.Unix(1700000000, 150000000)},
+		{interval: time.Hour, want: time.Unix(1700000000, 150000000)}, // slot capped at 50ms
 		{interval: 10 * time.Millisecond, want: time.Unix(1700000000, 123500000)},
-		{interval: 50, want: base}, // too short to slot
+		{interval: 10, want: base}, // too short to slot
 	}
 	for _, tc := range cases {
 		if got := slotted(base, tc.interval); !got.Equal(tc.want) {
