@@ -67,35 +67,58 @@ func TestLeanPathReusesConnections(t *testing.T) {
 	}
 }
 
-// TestLeanPathSurvivesServerClosingIdleConnections: a server that closes a
-// kept-alive connection after each response (as app servers with a short
-// keep-alive do) never makes a request fail, POSTs included.
-func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
+// rawServer accepts connections on a loopback port and hands each to serve
+// in its own goroutine, numbered from 1; it returns the address and the
+// number accepted so far.
+func rawServer(t *testing.T, serve func(n int64, c net.Conn)) (string, *atomic.Int64) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				// Keep-alive response, then close: the next request on this
-				// connection would find it dead.
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
+			n := accepted.Add(1)
+			go serve(n, c)
 		}
 	}()
-	p := newTestPool(t, spec(ln.Addr().String(), 1))
+	return ln.Addr().String(), &accepted
+}
+
+// readRequest reads one request and its body from c; false when it failed.
+func readRequest(c net.Conn) bool {
+	req, err := http.ReadRequest(bufio.NewReader(c))
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, req.Body)
+	return true
+}
+
+// answerOK reads one request on c and answers 200 "ok" with extra headers.
+func answerOK(c net.Conn, extra string) {
+	if readRequest(c) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+extra+"\r\nok")
+	}
+}
+
+// TestLeanPathSurvivesServerClosingIdleConnections: a server that closes a
+// kept-alive connection after each response (as app servers with a short
+// keep-alive do) never makes a request fail, POSTs included.
+func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
+	// Keep-alive answers, then a close: the next request on a connection
+	// would find it dead.
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		answerOK(c, "")
+	})
+	p := newTestPool(t, spec(addr, 1))
 	for i := range 20 {
 		method := []string{"POST", "GET"}[i%2]
 		if resp, body := send(t, p, method, "/", "payload"); resp.StatusCode != 200 || body != "ok" {
@@ -166,42 +189,22 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 // connections in its queue, a graceful shutdown) answers with a reset; the
 // request was never read, so even a POST goes again, on a new connection.
 func TestLeanPathResendsARequestTheServerResetUnread(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := accepted.Add(1)
-			go func() {
-				defer c.Close()
-				if n == 1 {
-					// Wait, without reading, until the request is in the
-					// socket; closing now resets the connection.
-					raw, _ := c.(*net.TCPConn).SyscallConn()
-					raw.Read(func(fd uintptr) bool {
-						var b [1]byte
-						n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
-						return n > 0 || err != syscall.EAGAIN
-					})
-					return
-				}
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-			}()
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		defer c.Close()
+		if n > 1 {
+			answerOK(c, "Connection: close\r\n")
+			return
 		}
-	}()
-	p := newTestPool(t, spec(ln.Addr().String(), 1))
+		// Wait, without reading, until the request is in the socket;
+		// closing now resets the connection.
+		raw, _ := c.(*net.TCPConn).SyscallConn()
+		raw.Read(func(fd uintptr) bool {
+			var b [1]byte
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+			return n > 0 || err != syscall.EAGAIN
+		})
+	})
+	p := newTestPool(t, spec(addr, 1))
 	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -215,34 +218,15 @@ func TestLeanPathResendsARequestTheServerResetUnread(t *testing.T) {
 // shutting down). The close is seen first, then the reset that answers the
 // request: the server never read it, so even a POST goes again.
 func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	first := make(chan net.Conn, 1)
-	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if accepted.Add(1) == 1 {
-				first <- c // closed by the test, unread
-				continue
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-			}()
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		if n == 1 {
+			first <- c // closed by the test, unread
+			return
 		}
-	}()
+		defer c.Close()
+		answerOK(c, "Connection: close\r\n")
+	})
 	testBeforeWrite = func(c *h1Conn) {
 		testBeforeWrite = nil
 		(<-first).Close()
@@ -252,7 +236,7 @@ func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
 		}
 	}
 	defer func() { testBeforeWrite = nil }()
-	p := newTestPool(t, spec(ln.Addr().String(), 1))
+	p := newTestPool(t, spec(addr, 1))
 	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -278,35 +262,17 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 		{"closed while working, GET", 100 * time.Millisecond, "GET", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			var accepted atomic.Int64
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					n := accepted.Add(1)
-					go func() {
-						defer c.Close()
-						req, err := http.ReadRequest(bufio.NewReader(c))
-						if err != nil {
-							return
-						}
-						io.Copy(io.Discard, req.Body)
-						if n == 1 {
-							time.Sleep(tc.closeAfter) // the server's work, then a close without an answer
-							return
-						}
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					}()
+			addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+				defer c.Close()
+				if n > 1 {
+					answerOK(c, "")
+					return
 				}
-			}()
-			p := newTestPool(t, spec(ln.Addr().String(), 1))
+				if readRequest(c) {
+					time.Sleep(tc.closeAfter) // the server's work, then a close without an answer
+				}
+			})
+			p := newTestPool(t, spec(addr, 1))
 			req, _ := http.NewRequest(tc.method, "http://upstream/", nil)
 			s := p.Pick(nil)
 			resp, err := s.Exchange(req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"))

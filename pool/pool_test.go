@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +15,34 @@ import (
 	"github.com/turnout/turnout/healthcheck"
 )
 
+// tcpHealth checks a port of its own (checkPort) rather than the servers',
+// so that the tests' servers see only the tests' requests.
 func tcpHealth() config.Health {
 	h := config.Default().Health
 	h.Type = "tcp"
+	h.Port = checkPort()
 	h.Interval = config.Duration(time.Hour)
 	h.Rise, h.Fall = 1, 1
 	return h
 }
+
+// checkPort is a loopback port that accepts every health check.
+var checkPort = sync.OnceValue(func() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+})
 
 // newTestPool returns a pool whose servers start up (trusted) and are
 // checked only once an hour, so that the test alone decides their state.
