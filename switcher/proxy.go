@@ -261,6 +261,10 @@ func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
 	}
 	defer s.held.Add(-1)
 	defer s.observeHold(time.Now())
+	if fc, ok := ctx.Value(clientWatchKey{}).(*frontConn); ok {
+		// The hold may be long: notice a client that leaves meanwhile.
+		defer fc.watchClient()()
+	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {

@@ -50,36 +50,43 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		return ln, nil
 	}
 	errorLog := log.New(s.logger.Named("http").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}), "", 0)
-	front := func() *http.Server {
-		srv := &http.Server{
-			Handler:           s.Handler(),
+	handler := s.Handler()
+	proxyServer := func() *http.Server {
+		return &http.Server{
+			Handler:           handler,
 			ReadHeaderTimeout: cfg.Proxy.ClientHeaderTimeout.D(),
 			IdleTimeout:       cfg.Proxy.ClientIdleTimeout.D(),
 			ErrorLog:          errorLog,
 		}
-		servers = append(servers, srv)
-		return srv
 	}
 
+	// served is one listener and how to serve it.
 	type served struct {
-		srv *http.Server
-		ln  net.Listener
+		serve func() error
+		addr  net.Addr
 	}
-	var todo []served
+	var (
+		todo   []served
+		fronts []*front
+	)
 	for _, addr := range cfg.Listen {
 		ln, err := listen("tcp", addr)
 		if err != nil {
 			return err
 		}
-		srv := front()
+		// Plain HTTP/1.1 is served by the lean front; everything else on
+		// this listener (h2c, upgrades…) by net/http behind it.
+		std := proxyServer()
 		if cfg.H2C {
 			var p http.Protocols
 			p.SetHTTP1(true)
 			p.SetUnencryptedHTTP2(true)
-			srv.Protocols = &p
+			std.Protocols = &p
 		}
+		fr := newFront(handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D())
+		fronts = append(fronts, fr)
 		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
-		todo = append(todo, served{srv, ln})
+		todo = append(todo, served{func() error { return fr.serve(ln) }, ln.Addr()})
 	}
 	if len(cfg.TLSListen) > 0 {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -92,10 +99,12 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			if err != nil {
 				return err
 			}
-			srv := front()
+			srv := proxyServer()
+			servers = append(servers, srv)
 			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 			addrs.TLS = append(addrs.TLS, ln.Addr().String())
-			todo = append(todo, served{srv, tls.NewListener(ln, srv.TLSConfig)})
+			tln := tls.NewListener(ln, srv.TLSConfig)
+			todo = append(todo, served{func() error { return srv.Serve(tln) }, ln.Addr()})
 		}
 	}
 	for _, ext := range s.extraListeners() {
@@ -108,7 +117,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		ext.addr(&addrs, ln.Addr().String())
 		srv := &http.Server{Handler: ext.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
 		servers = append(servers, srv)
-		todo = append(todo, served{srv, ln})
+		todo = append(todo, served{func() error { return srv.Serve(ln) }, ln.Addr()})
 	}
 
 	errc := make(chan error, len(todo))
@@ -117,8 +126,8 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := t.srv.Serve(t.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve %s: %w", t.ln.Addr(), err)
+			if err := t.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("serve %s: %w", t.addr, err)
 			}
 		}()
 	}
@@ -136,7 +145,15 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	drain := s.Config().Proxy.DrainTimeout.D()
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	closeAll() // the fronts stop accepting; the http.Servers close theirs too
 	var swg sync.WaitGroup
+	for _, fr := range fronts {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			fr.shutdown(sctx)
+		}()
+	}
 	for _, srv := range servers {
 		swg.Add(1)
 		go func() {

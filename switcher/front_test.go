@@ -1,0 +1,132 @@
+package switcher
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawExchange writes raw to the proxy and returns the responses it reads,
+// until n responses came or the connection closed.
+func rawExchange(t *testing.T, addr, raw string, n int) []*http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(c, raw)
+	must(t, err)
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for range n {
+		method := "GET"
+		if strings.HasPrefix(raw, "HEAD") {
+			method = "HEAD"
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			break
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		out = append(out, resp)
+	}
+	return out
+}
+
+func bodyOf(r *http.Response) string {
+	b, _ := io.ReadAll(r.Body)
+	return string(b)
+}
+
+func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/stream":
+			w.Write([]byte("one "))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("two"))
+		default:
+			fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.RequestURI(), len(b))
+		}
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	addr := h.addrs.Proxy[0]
+
+	got := rawExchange(t, addr, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /empty HTTP/1.1\r\nHost: x\r\n\r\n", 3)
+	if len(got) != 3 || bodyOf(got[0]) != "GET /1 0" || bodyOf(got[1]) != "POST /2 3" || got[2].StatusCode != http.StatusNoContent {
+		t.Fatalf("pipelined requests: %d answers", len(got))
+	}
+
+	got = rawExchange(t, addr, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || bodyOf(got[0]) != "one two" || got[0].TransferEncoding == nil {
+		t.Fatalf("a streamed answer must arrive whole and chunked: %+v", got)
+	}
+
+	got = rawExchange(t, addr, "GET /old HTTP/1.0\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || bodyOf(got[0]) != "GET /old 0" || !got[0].Close {
+		t.Fatalf("HTTP/1.0 request: %+v", got)
+	}
+
+	got = rawExchange(t, addr, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != 200 || bodyOf(got[0]) != "" {
+		t.Fatalf("HEAD: %+v", got)
+	}
+
+	// A chunked request body is not the front's: net/http takes the
+	// connection over and answers it.
+	got = rawExchange(t, addr, "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || bodyOf(got[0]) != "POST /chunked 3" || bodyOf(got[1]) != "GET /after 0" {
+		t.Fatalf("chunked body handed to net/http: %d answers", len(got))
+	}
+
+	got = rawExchange(t, addr, "GARBAGE\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != http.StatusBadRequest {
+		t.Fatalf("a malformed request must get 400: %+v", got)
+	}
+}
+
+func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	b := newBackend(t, "B", nil)
+	h := startSwitcher(t, fastChecks+`hold_timeout = "60s"`, []string{a.addr}, []string{b.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	_, err = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+	must(t, err)
+	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
+	c.Close()
+	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
+}
+
+func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true},
+		{"GET / HTTP/1.0\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n", true},
+		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\n\r\n", false},                       // no Host
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false}, // two
+		{"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: x\r\nexpect: 100-continue\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad\x01: v\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: v\x00w\r\n\r\n", false},
+		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+	} {
+		if got := plainRequest([]byte(tc.head)); got != tc.want {
+			t.Errorf("plainRequest(%q) = %v, want %v", tc.head, got, tc.want)
+		}
+	}
+}
