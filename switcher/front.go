@@ -8,11 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // front serves plain HTTP/1.1 on a listener itself: net/http's server costs a
@@ -28,6 +31,7 @@ import (
 // while a request is held (watchClient), where that wait may be long. A
 // request in flight upstream runs to its end, bounded by upstream_timeout.
 type front struct {
+	logger        hclog.Logger
 	handler       http.Handler
 	std           *http.Server // serves the connections handed off
 	handoff       *handoffListener
@@ -40,9 +44,9 @@ type front struct {
 	wg      sync.WaitGroup
 }
 
-func newFront(handler http.Handler, std *http.Server, headerTimeout, idleTimeout time.Duration) *front {
+func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout time.Duration) *front {
 	f := &front{
-		handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
+		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]bool),
 	}
 	go std.Serve(f.handoff)
@@ -160,8 +164,10 @@ func (fc *frontConn) serve() {
 	bw.Reset(fc.c)
 	handedOff := false
 	defer func() {
+		// As net/http does, a panic in a handler ends its connection, not
+		// the daemon; ErrAbortHandler is the quiet way to do so.
 		if r := recover(); r != nil && r != http.ErrAbortHandler {
-			panic(r)
+			f.logger.Error("panic serving a request; connection closed", "panic", r, "stack", string(debug.Stack()))
 		}
 		br.Reset(nil)
 		frontReaders.Put(br)

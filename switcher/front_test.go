@@ -2,6 +2,7 @@ package switcher
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // rawExchange writes raw to the proxy and returns the responses it reads,
@@ -128,5 +131,30 @@ func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
 		if got := plainRequest([]byte(tc.head)); got != tc.want {
 			t.Errorf("plainRequest(%q) = %v, want %v", tc.head, got, tc.want)
 		}
+	}
+}
+
+func TestFrontSurvivesAPanickingHandler(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			panic("a bug")
+		}
+		io.WriteString(w, "fine")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second)
+	go fr.serve(ln)
+	defer func() {
+		ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fr.shutdown(ctx)
+	}()
+	if got := rawExchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
+		t.Fatalf("a panicking request got an answer: %+v", got)
+	}
+	if got := rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 1 || bodyOf(got[0]) != "fine" {
+		t.Fatalf("after a panic the front must go on serving: %+v", got)
 	}
 }

@@ -83,7 +83,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			p.SetUnencryptedHTTP2(true)
 			std.Protocols = &p
 		}
-		fr := newFront(handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D())
+		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D())
 		fronts = append(fronts, fr)
 		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
 		todo = append(todo, served{func() error { return fr.serve(ln) }, ln.Addr()})
