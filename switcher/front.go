@@ -38,16 +38,16 @@ type front struct {
 	headerTimeout time.Duration
 	idleTimeout   time.Duration
 
-	mu      sync.Mutex          // guards conns and closing
-	conns   map[*frontConn]bool // value: idle (waiting for a request)
-	closing bool
+	closing atomic.Bool
+	mu      sync.Mutex // guards conns, which change only as connections open and close
+	conns   map[*frontConn]struct{}
 	wg      sync.WaitGroup
 }
 
 func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout time.Duration) *front {
 	f := &front{
 		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
-		handoff: newHandoffListener(), conns: make(map[*frontConn]bool),
+		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),
 	}
 	go std.Serve(f.handoff)
 	return f
@@ -66,12 +66,12 @@ func (f *front) serve(ln net.Listener) error {
 		}
 		fc := &frontConn{f: f, c: c}
 		f.mu.Lock()
-		if f.closing {
+		if f.closing.Load() {
 			f.mu.Unlock()
 			c.Close()
 			continue
 		}
-		f.conns[fc] = false
+		f.conns[fc] = struct{}{}
 		f.wg.Add(1)
 		f.mu.Unlock()
 		go fc.serve()
@@ -82,10 +82,10 @@ func (f *front) serve(ln net.Listener) error {
 // request, until ctx ends; then it closes what is left. Connections handed
 // to net/http are shut down by std.
 func (f *front) shutdown(ctx context.Context) {
+	f.closing.Store(true)
 	f.mu.Lock()
-	f.closing = true
-	for fc, idle := range f.conns {
-		if idle {
+	for fc := range f.conns {
+		if fc.idle.Load() {
 			fc.c.SetReadDeadline(aLongTimeAgo)
 		}
 	}
@@ -112,16 +112,18 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // setIdle records whether fc waits for a request; it reports false when the
 // front is closing and fc should stop.
+//
+// No lock: shutdown sets closing before it looks at idle, so a connection it
+// misses sees closing here.
 func (f *front) setIdle(fc *frontConn, idle bool) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.conns[fc] = idle
-	return !f.closing
+	fc.idle.Store(idle)
+	return !f.closing.Load()
 }
 
 type frontConn struct {
 	f      *front
 	c      net.Conn
+	idle   atomic.Bool // waiting for a request
 	br     *bufio.Reader
 	cancel context.CancelFunc // the current request's
 }
