@@ -327,38 +327,26 @@ func (c *Config) InitialPool() string {
 
 // overlay returns h with every non-zero field of o put over it.
 func (h Health) overlay(o Health) Health {
-	if o.Type != "" {
-		h.Type = o.Type
-	}
-	if o.Path != "" {
-		h.Path = o.Path
-	}
-	if o.Host != "" {
-		h.Host = o.Host
-	}
+	set(&h.Type, o.Type)
+	set(&h.Path, o.Path)
+	set(&h.Host, o.Host)
+	set(&h.ExpectBody, o.ExpectBody)
+	set(&h.Port, o.Port)
+	set(&h.Interval, o.Interval)
+	set(&h.StandbyInterval, o.StandbyInterval)
+	set(&h.Timeout, o.Timeout)
+	set(&h.Rise, o.Rise)
+	set(&h.Fall, o.Fall)
 	if o.ExpectStatus != nil {
 		h.ExpectStatus = o.ExpectStatus
 	}
-	if o.ExpectBody != "" {
-		h.ExpectBody = o.ExpectBody
-	}
-	if o.Port != 0 {
-		h.Port = o.Port
-	}
-	if o.Interval != 0 {
-		h.Interval = o.Interval
-	}
-	if o.StandbyInterval != 0 {
-		h.StandbyInterval = o.StandbyInterval
-	}
-	if o.Timeout != 0 {
-		h.Timeout = o.Timeout
-	}
-	if o.Rise != 0 {
-		h.Rise = o.Rise
-	}
-	if o.Fall != 0 {
-		h.Fall = o.Fall
-	}
 	return h
+}
+
+// set puts v in *dst unless v is its type's zero value (left out: inherited).
+func set[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
 }
