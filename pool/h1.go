@@ -46,7 +46,8 @@ type h1Conn struct {
 	net.Conn
 	idleSince time.Time
 	br        *bufio.Reader
-	nread     int64 // bytes read since the request was written
+	deadline  time.Time // the read deadline set, so that most requests set none
+	nread     int64     // bytes read since the request was written
 
 	raw     syscall.RawConn // for alive's peek; nil when not a socket
 	peek    func(fd uintptr)
@@ -283,7 +284,10 @@ func (t *h1Transport) CloseIdleConnections() {
 // roundTrip writes the request on c and reads the response headers.
 func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	stop := noStop
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	}
 	c.nread = 0
 	if testBeforeWrite != nil {
 		testBeforeWrite(c)
@@ -298,12 +302,15 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		return nil, err
 	}
 	if t.headerTimeout > 0 {
-		c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+		c.readWithin(written, t.headerTimeout)
 	}
-	var resp *http.Response
+	var (
+		resp    *http.Response
+		bodyLen int64
+	)
 	for {
 		var err error
-		resp, err = http.ReadResponse(c.br, req)
+		resp, bodyLen, err = c.readResponse(req)
 		if err != nil {
 			stop()
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
@@ -329,11 +336,31 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	// then nothing more is read from the connection before the next
 	// request sets its own deadline, and a system call is saved.
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
-		c.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{})
 	}
 	reuse := !resp.Close && !req.Close
-	resp.Body = &h1Body{ReadCloser: resp.Body, c: c, t: t, stop: stop, reuse: reuse}
+	resp.Body = &h1Body{src: resp.Body, n: bodyLen, c: c, t: t, stop: stop, reuse: reuse}
 	return resp, nil
+}
+
+// noStop stands for context.AfterFunc's stop when the context can never
+// be cancelled.
+func noStop() bool { return true }
+
+// setReadDeadline sets c's read deadline to t (zero: none).
+func (c *h1Conn) setReadDeadline(t time.Time) {
+	c.deadline = t
+	c.SetReadDeadline(t)
+}
+
+// readWithin makes sure that the next read fails if it waits longer than
+// d from now, give or take a tenth of d (at most a second): a connection
+// reused at once keeps its deadline, and most requests save a timer update.
+func (c *h1Conn) readWithin(now time.Time, d time.Duration) {
+	want := now.Add(d)
+	if c.deadline.IsZero() || c.deadline.Before(want.Add(-min(d/10, time.Second))) || c.deadline.After(want) {
+		c.setReadDeadline(want)
+	}
 }
 
 func isTimeout(err error) bool {
@@ -349,9 +376,12 @@ func (*timeoutError) Timeout() bool   { return true }
 func (*timeoutError) Temporary() bool { return true }
 
 // h1Body returns its connection to the pool once the response body has been
-// read to its end, and closes it when the body is abandoned half-read.
+// read to its end, and closes it when the body is abandoned half-read. It
+// reads net/http's body (src), or, for a response parsed by readResponse,
+// the next n bytes of the connection.
 type h1Body struct {
-	io.ReadCloser
+	src   io.ReadCloser
+	n     int64
 	c     *h1Conn
 	t     *h1Transport
 	stop  func() bool
@@ -363,7 +393,10 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.ReadCloser.Read(p)
+	if b.src == nil {
+		return b.readDirect(p)
+	}
+	n, err := b.src.Read(p)
 	if err == io.EOF {
 		b.finish(true)
 	} else if err != nil {
@@ -372,9 +405,35 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readDirect reads the body from the connection's buffer; the last bytes
+// come with io.EOF, which hands the connection back at once.
+func (b *h1Body) readDirect(p []byte) (int, error) {
+	if b.n == 0 {
+		b.finish(true)
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.c.br.Read(p)
+	b.n -= int64(n)
+	switch {
+	case b.n == 0:
+		b.finish(true)
+		return n, io.EOF
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
+		fallthrough
+	case err != nil:
+		b.finish(false)
+	}
+	return n, err
+}
+
 func (b *h1Body) Close() error {
 	if !b.done {
-		b.finish(false)
+		// An empty body read to its end or not leaves the connection fit.
+		b.finish(b.src == nil && b.n == 0)
 	}
 	return nil
 }

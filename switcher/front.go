@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
+	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -121,35 +124,75 @@ func (f *front) setIdle(fc *frontConn, idle bool) bool {
 }
 
 type frontConn struct {
-	f      *front
-	c      net.Conn
-	idle   atomic.Bool // waiting for a request
-	br     *bufio.Reader
-	cancel context.CancelFunc // the current request's
+	f    *front
+	c    net.Conn
+	idle atomic.Bool // waiting for a request
+	br   *bufio.Reader
+
+	// deadline is the read deadline set on c, so that a request sets it
+	// only when it must move by more than deadlineSlack.
+	deadline time.Time
+
+	// One request at a time: what it is parsed into is reused, so a plain
+	// request allocates little more than its head as one string. base is
+	// the zero request with the connection's context (WithContext is the
+	// only way to set one), copied over req for each request.
+	req    http.Request
+	base   http.Request
+	header http.Header
+	url    url.URL
+	body   frontBody
+	remote string
 }
 
 // clientWatchKey is the context key under which a front request carries its
 // *frontConn, for watchClient.
 type clientWatchKey struct{}
 
-// watchClient cancels the current request's context when the client goes
-// away, until the returned stop is called. The request's body must have
-// been read: the watch reads the connection.
-func (fc *frontConn) watchClient() (stop func()) {
+// errClientGone ends a held request whose client went away.
+var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
+
+// watchClient returns a channel that is closed when the client goes away,
+// until the returned stop is called. The request's body must have been
+// read: the watch reads the connection.
+func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 	done := make(chan struct{})
+	left := make(chan struct{})
 	go func() {
 		defer close(done)
 		// Data (a pipelined request) means the client is there; an error
 		// other than the deadline that stop sets means it is gone.
 		if _, err := fc.br.Peek(1); err != nil && !isTimeout(err) {
-			fc.cancel()
+			close(left)
 		}
 	}()
-	return func() {
+	return left, func() {
 		fc.c.SetReadDeadline(aLongTimeAgo)
 		<-done
-		fc.c.SetReadDeadline(time.Time{})
+		fc.setReadDeadline(time.Time{})
 	}
+}
+
+// setReadDeadline sets c's read deadline to t (zero: none).
+func (fc *frontConn) setReadDeadline(t time.Time) {
+	fc.deadline = t
+	fc.c.SetReadDeadline(t)
+}
+
+// readWithin makes sure that the next read fails if it waits longer than
+// d, give or take deadlineSlack(d): most requests then set no deadline at
+// all, each of which costs a timer update.
+func (fc *frontConn) readWithin(now time.Time, d time.Duration) {
+	want := now.Add(d)
+	if fc.deadline.IsZero() || fc.deadline.Before(want.Add(-deadlineSlack(d))) || fc.deadline.After(want) {
+		fc.setReadDeadline(want)
+	}
+}
+
+// deadlineSlack is how much earlier than asked a reused deadline may fire:
+// a tenth of the timeout, at most a second.
+func deadlineSlack(d time.Duration) time.Duration {
+	return min(d/10, time.Second)
 }
 
 var (
@@ -183,47 +226,53 @@ func (fc *frontConn) serve() {
 		f.mu.Unlock()
 		f.wg.Done()
 	}()
+	fc.base = *(&http.Request{}).WithContext(context.WithValue(context.Background(), clientWatchKey{}, fc))
+	fc.header = make(http.Header)
+	fc.remote = fc.c.RemoteAddr().String()
 	w := &frontWriter{header: make(http.Header), bw: bw}
 	for {
 		if !f.setIdle(fc, true) {
 			return
 		}
-		fc.c.SetReadDeadline(time.Now().Add(f.idleTimeout))
+		fc.readWithin(time.Now(), f.idleTimeout)
 		if _, err := br.Peek(1); err != nil {
 			return
 		}
 		if !f.setIdle(fc, false) {
 			return
 		}
-		fc.c.SetReadDeadline(time.Now().Add(f.headerTimeout))
 		head, err := peekHead(br)
+		if err == errIncomplete {
+			// The head came in pieces: the rest is due within the header
+			// timeout.
+			fc.setReadDeadline(time.Now().Add(f.headerTimeout))
+			head, err = readHead(br)
+		}
 		if err != nil {
 			return // a slow or broken client: net/http would answer 408 or 400 and close
 		}
-		if !plainRequest(head) {
+		req := fc.parseRequest(head)
+		if req == nil {
 			handedOff = true
+			fc.setReadDeadline(time.Time{})
 			f.handoff.push(fc.c, br)
 			return
 		}
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			io.WriteString(fc.c, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request")
-			return
+		br.Discard(len(head))
+		if req.ContentLength > int64(br.Buffered()) {
+			// The body is still on its way: it has the idle timeout to come.
+			fc.setReadDeadline(time.Now().Add(f.idleTimeout))
 		}
-		fc.c.SetReadDeadline(time.Time{})
-		req.RemoteAddr = fc.c.RemoteAddr().String()
-		ctx, cancel := context.WithCancel(context.Background())
-		fc.cancel = cancel
-		req = req.WithContext(context.WithValue(ctx, clientWatchKey{}, fc))
 		w.reset(req)
 		f.handler.ServeHTTP(w, req)
-		cancel()
 		if err := w.finish(); err != nil {
 			return
 		}
 		// The rest of a body the handler did not read (lean requests read
 		// theirs) is small: it is at most leanBodyMax.
-		io.Copy(io.Discard, req.Body)
+		if fc.body.n > 0 {
+			io.Copy(io.Discard, &fc.body)
+		}
 		if w.close {
 			bw.Flush()
 			return
@@ -238,16 +287,25 @@ func (fc *frontConn) serve() {
 }
 
 // peekHead returns the request head (up to and including the blank line)
-// without consuming it, reading more as needed; an error when the head does
-// not fit in the buffer (errHeadTooLarge) or the connection fails.
+// if it is all in br's buffer, without consuming it; errIncomplete if more
+// must be read.
 func peekHead(br *bufio.Reader) ([]byte, error) {
+	buf, _ := br.Peek(br.Buffered())
+	if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+		return buf[:i+4], nil
+	}
+	return nil, errIncomplete
+}
+
+// readHead is peekHead that reads more as needed; an error when the head
+// does not fit in the buffer (errHeadTooLarge) or the connection fails.
+func readHead(br *bufio.Reader) ([]byte, error) {
 	for {
-		buf, _ := br.Peek(br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			return buf[:i+4], nil
+		if head, err := peekHead(br); err == nil {
+			return head, nil
 		}
 		if br.Buffered() == br.Size() {
-			return buf, errHeadTooLarge
+			return nil, errHeadTooLarge
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil {
 			return nil, err
@@ -255,52 +313,204 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-var errHeadTooLarge = errors.New("request head larger than the read buffer")
+var (
+	errHeadTooLarge = errors.New("request head larger than the read buffer")
+	errIncomplete   = errors.New("request head incomplete")
+)
 
 // plainRequest reports whether the front serves the request whose head is
-// head: HTTP/1.x with no upgrade, no Expect, no chunked body, a body of known
-// length that the lean path takes, one Host, and well-formed header fields.
-// Anything else goes to net/http, which serves it or rejects it as it
-// always does.
+// head (see parseRequest).
 func plainRequest(head []byte) bool {
-	line, rest, ok := bytes.Cut(head, []byte("\r\n"))
-	http11 := bytes.HasSuffix(line, []byte(" HTTP/1.1"))
-	if !ok || !http11 && !bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
-		return false // HTTP/2 prior knowledge, HTTP/0.9, garbage
-	}
-	hosts := 0
-	for len(rest) > 0 {
-		var field []byte
-		field, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		if len(field) == 0 {
-			continue // the blank line that ends the head
-		}
-		name, value, ok := bytes.Cut(field, []byte(":"))
-		if !ok || !validFieldName(name) || !validFieldValue(value) {
-			return false
-		}
-		switch strings.ToLower(string(name)) {
-		case "upgrade", "expect", "transfer-encoding":
-			return false
-		case "host":
-			hosts++
-		case "content-length":
-			n, err := strconv.ParseInt(string(bytes.TrimSpace(value)), 10, 64)
-			if err != nil || n < 0 || n > leanBodyMax {
-				return false
-			}
-		}
-	}
-	return hosts == 1 || !http11 && hosts == 0
+	fc := &frontConn{header: make(http.Header)}
+	return fc.parseRequest(head) != nil
 }
 
+// parseRequest parses head, a whole request head, into fc's request and
+// returns it, or returns nil when the front does not serve it: the front
+// serves HTTP/1.x with no upgrade, no Expect, no chunked body, a body of
+// known length that the lean path takes, one valid Host, and well-formed
+// fields. Anything else goes to net/http, which serves it or rejects it as
+// it always does.
+//
+// The request is what http.ReadRequest makes of the same head, but for
+// Pragma, which is passed on as sent.
+func (fc *frontConn) parseRequest(head []byte) *http.Request {
+	text := string(head)
+	line, rest, _ := strings.Cut(text, "\r\n")
+	method, rest1, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest1, " ")
+	if !ok1 || !ok2 || !validFieldName(method) || method == http.MethodConnect || target == "" {
+		return nil
+	}
+	req := &fc.req
+	*req = fc.base
+	switch proto {
+	case "HTTP/1.1":
+		req.ProtoMinor = 1
+	case "HTTP/1.0":
+	default:
+		return nil // HTTP/2 prior knowledge, HTTP/0.9, garbage
+	}
+	req.Proto, req.ProtoMajor = proto, 1
+	req.Method, req.RequestURI = method, target
+	if !fc.parseTarget(req, target) {
+		return nil
+	}
+	clear(fc.header)
+	h := fc.header
+	hosts, length, seenLength := 0, int64(0), false
+	var connection string
+	for rest != "" {
+		var field string
+		field, rest, _ = strings.Cut(rest, "\r\n")
+		if field == "" {
+			continue // the blank line that ends the head
+		}
+		name, value, ok := strings.Cut(field, ":")
+		if !ok || !validFieldName(name) || !validFieldValue(value) {
+			return nil
+		}
+		value = strings.Trim(value, " \t")
+		key := textproto.CanonicalMIMEHeaderKey(name)
+		switch key {
+		case "Upgrade", "Expect", "Transfer-Encoding":
+			return nil
+		case "Host":
+			hosts++
+			if !validHost(value) {
+				return nil
+			}
+			if req.Host == "" {
+				req.Host = value
+			}
+			continue // http.Request keeps it in Host, not in Header
+		case "Content-Length":
+			n, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || n < 0 || n > leanBodyMax || seenLength {
+				return nil // a repeated length is net/http's to judge
+			}
+			length, seenLength = n, true
+		case "Connection":
+			connection += "," + value
+		}
+		h[key] = append(h[key], value)
+	}
+	if hosts > 1 || hosts == 0 && req.ProtoMinor == 1 {
+		return nil
+	}
+	req.Header = h
+	req.RemoteAddr = fc.remote
+	if req.ProtoMinor == 1 {
+		req.Close = hasToken(connection, "close")
+	} else {
+		req.Close = !hasToken(connection, "keep-alive")
+	}
+	req.ContentLength = length
+	req.Body = http.NoBody
+	fc.body = frontBody{br: fc.br, n: length}
+	if length > 0 {
+		req.Body = &fc.body
+	}
+	return req
+}
+
+// parseTarget sets req.URL (and req.Host for an absolute URL) from the
+// request target; false if net/http should judge it. The usual target — a
+// path and a query of plain characters — is split without url.Parse, to
+// the same result.
+func (fc *frontConn) parseTarget(req *http.Request, target string) bool {
+	if target[0] == '/' && plainTarget(target) {
+		path, query, hasQuery := strings.Cut(target, "?")
+		fc.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+		req.URL = &fc.url
+		return true
+	}
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return false
+	}
+	req.URL, req.Host = u, u.Host
+	return true
+}
+
+// plainTarget reports whether target is a path that url.Parse keeps as it
+// is — no escapes, nothing it would escape — and a query of visible
+// characters.
+func plainTarget(target string) bool {
+	path, query, _ := strings.Cut(target, "?")
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if strings.IndexByte("-._~$&+,/:;=@", c) < 0 {
+			return false
+		}
+	}
+	for i := 0; i < len(query); i++ {
+		if c := query[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether a Host header holds only the characters a
+// host and port may; net/http judges the others.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			continue
+		}
+		if strings.IndexByte("-._~:[]!$&'()*+,;=%", c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// hasToken reports whether the comma-separated list v holds token,
+// ignoring case.
+func hasToken(v, token string) bool {
+	for t := range strings.SplitSeq(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// frontBody is a plain request's body: the next n bytes of the connection.
+type frontBody struct {
+	br *bufio.Reader
+	n  int64
+}
+
+func (b *frontBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	if err == io.EOF && b.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *frontBody) Close() error { return nil }
+
 // validFieldName reports whether b is a header field name: a token.
-func validFieldName(b []byte) bool {
+func validFieldName(b string) bool {
 	if len(b) == 0 {
 		return false
 	}
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+	for i := 0; i < len(b); i++ {
+		if c := b[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
 			return false
 		}
 	}
@@ -308,9 +518,9 @@ func validFieldName(b []byte) bool {
 }
 
 // validFieldValue reports whether b holds no control character but tab.
-func validFieldValue(b []byte) bool {
-	for _, c := range b {
-		if c < ' ' && c != '\t' || c == 0x7f {
+func validFieldValue(b string) bool {
+	for i := 0; i < len(b); i++ {
+		if c := b[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
 		}
 	}
@@ -365,6 +575,8 @@ func (w *frontWriter) WriteHeader(code int) {
 	}
 	if w.close {
 		h["Connection"] = []string{"close"}
+	} else if !w.req.ProtoAtLeast(1, 1) {
+		h["Connection"] = []string{"keep-alive"} // HTTP/1.0 closes otherwise
 	}
 	if _, ok := h["Date"]; !ok {
 		h["Date"] = []string{httpDate()}

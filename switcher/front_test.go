@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +129,9 @@ func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad\x01: v\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: v\x00w\r\n\r\n", false},
 		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
+		{"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", false},
+		{"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", false},
+		{"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", false},
 	} {
 		if got := plainRequest([]byte(tc.head)); got != tc.want {
 			t.Errorf("plainRequest(%q) = %v, want %v", tc.head, got, tc.want)
@@ -156,5 +161,74 @@ func TestFrontSurvivesAPanickingHandler(t *testing.T) {
 	}
 	if got := rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 1 || bodyOf(got[0]) != "fine" {
 		t.Fatalf("after a panic the front must go on serving: %+v", got)
+	}
+}
+
+// The front's parser must make of every head it takes what http.ReadRequest
+// makes of it (but for Pragma, passed on as sent).
+var requestHeads = []string{
+	"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /a/b?c=d&e HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
+	"GET /a? HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET /%41?q=%20 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"GET http://other/p?q HTTP/1.1\r\nHost: x\r\n\r\n",
+	"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+	"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-type: text/plain\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n",
+	"GET / HTTP/1.0\r\n\r\n",
+	"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: x\r\nX-Tab: \ta b\t\r\n\r\n",
+}
+
+func TestFrontParsesAsNetHTTPDoes(t *testing.T) {
+	for _, head := range requestHeads {
+		checkParse(t, head, true)
+	}
+}
+
+func FuzzFrontParse(f *testing.F) {
+	for _, head := range requestHeads {
+		f.Add(head)
+	}
+	f.Fuzz(func(t *testing.T, head string) {
+		if !strings.HasSuffix(head, "\r\n\r\n") || strings.Contains(head[:len(head)-4], "\r\n\r\n") {
+			return // the parser only ever sees one whole head
+		}
+		checkParse(t, head, false)
+	})
+}
+
+// checkParse compares the front's parse of head with http.ReadRequest's;
+// must says the front has to take it.
+func checkParse(t *testing.T, head string, must bool) {
+	t.Helper()
+	fc := &frontConn{header: make(http.Header)}
+	got := fc.parseRequest([]byte(head))
+	if got == nil {
+		if must {
+			t.Errorf("%q: not taken", head)
+		}
+		return
+	}
+	want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
+	if err != nil {
+		t.Fatalf("%q: taken, but http.ReadRequest fails: %v", head, err)
+	}
+	delete(want.Header, "Host")
+	if len(want.Header) == 0 {
+		want.Header = http.Header{}
+	}
+	type view struct {
+		Method, RequestURI, Proto, Host string
+		Major, Minor                    int
+		URL                             url.URL
+		Header                          http.Header
+		ContentLength                   int64
+		Close                           bool
+	}
+	g := view{got.Method, got.RequestURI, got.Proto, got.Host, got.ProtoMajor, got.ProtoMinor, *got.URL, got.Header, got.ContentLength, got.Close}
+	w := view{want.Method, want.RequestURI, want.Proto, want.Host, want.ProtoMajor, want.ProtoMinor, *want.URL, want.Header, want.ContentLength, want.Close}
+	if !reflect.DeepEqual(g, w) {
+		t.Fatalf("%q:\n got %+v\nwant %+v", head, g, w)
 	}
 }

@@ -141,7 +141,7 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var intercepted *interceptedError
 	switch {
-	case r.Context().Err() != nil:
+	case r.Context().Err() != nil, errors.Is(err, errClientGone):
 		// The client went away; nobody reads an answer.
 		w.WriteHeader(499)
 	case errors.Is(err, errHoldTimeout), errors.Is(err, errHoldFull):
@@ -261,9 +261,12 @@ func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
 	}
 	defer s.held.Add(-1)
 	defer s.observeHold(time.Now())
+	var gone <-chan struct{}
 	if fc, ok := ctx.Value(clientWatchKey{}).(*frontConn); ok {
 		// The hold may be long: notice a client that leaves meanwhile.
-		defer fc.watchClient()()
+		var stop func()
+		gone, stop = fc.watchClient()
+		defer stop()
 	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -278,6 +281,8 @@ func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
 			return errHoldTimeout
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-gone:
+			return errClientGone
 		}
 	}
 }

@@ -1,0 +1,89 @@
+package pool
+
+import (
+	"bufio"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The in-place parser must agree with http.ReadResponse on every head it
+// takes, and leave alone those it does not.
+var responseHeads = []struct {
+	head   string
+	method string
+	takes  bool
+}{
+	{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\n", "GET", true},
+	{"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n", "POST", true},
+	{"HTTP/1.1 200\r\nContent-Length: 3\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nContent-Length:  7 \r\nConnection: close\r\n\r\n", "GET", true},
+	{"HTTP/1.1 204 No Content\r\n\r\n", "DELETE", true},
+	{"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", "HEAD", true},
+	{"HTTP/1.1 200 OK\r\n\r\n", "HEAD", true},
+	{"HTTP/1.1 200 OK\r\nX-Odd-name_1: v\tw\r\nContent-Length: 1\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\n\r\n", "GET", false}, // close-delimited
+	{"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", "GET", false},
+	{"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nBad Name: v\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\n folded: v\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 2000 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 20x OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
+}
+
+func TestParseResponseHeadAgreesWithNetHTTP(t *testing.T) {
+	for _, tc := range responseHeads {
+		req, _ := http.NewRequest(tc.method, "http://x/", nil)
+		got, _ := parseResponseHead(tc.head, req)
+		if (got != nil) != tc.takes {
+			t.Errorf("%q: parsed = %v, want %v", tc.head, got != nil, tc.takes)
+			continue
+		}
+		if got == nil {
+			continue
+		}
+		want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(tc.head)), req)
+		if err != nil {
+			t.Errorf("%q: taken, but http.ReadResponse fails: %v", tc.head, err)
+			continue
+		}
+		want.Body = nil
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q:\n got %+v\nwant %+v", tc.head, got, want)
+		}
+	}
+}
+
+func FuzzParseResponseHead(f *testing.F) {
+	for _, tc := range responseHeads {
+		f.Add(tc.head, tc.method == "HEAD")
+	}
+	f.Fuzz(func(t *testing.T, head string, isHead bool) {
+		if !strings.HasSuffix(head, "\r\n\r\n") || strings.Contains(head[:len(head)-4], "\r\n\r\n") {
+			return // the parser only ever sees one whole head
+		}
+		method := "GET"
+		if isHead {
+			method = "HEAD"
+		}
+		req, _ := http.NewRequest(method, "http://x/", nil)
+		got, _ := parseResponseHead(head, req)
+		if got == nil {
+			return
+		}
+		want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head)), req)
+		if err != nil {
+			t.Fatalf("%q: taken, but http.ReadResponse fails: %v", head, err)
+		}
+		want.Body = nil
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", head, got, want)
+		}
+	})
+}
