@@ -540,6 +540,7 @@ type frontWriter struct {
 	noBody      bool
 	close       bool // close the connection after this response
 	err         error
+	scratch     [20]byte
 }
 
 func (w *frontWriter) reset(req *http.Request) {
@@ -600,8 +601,12 @@ func (w *frontWriter) WriteHeader(code int) {
 }
 
 func (w *frontWriter) writeStatus(code int) {
+	if code == http.StatusOK {
+		w.bw.WriteString("HTTP/1.1 200 OK\r\n")
+		return
+	}
 	w.bw.WriteString("HTTP/1.1 ")
-	w.bw.WriteString(strconv.Itoa(code))
+	w.bw.Write(strconv.AppendInt(w.scratch[:0], int64(code), 10))
 	w.bw.WriteByte(' ')
 	w.bw.WriteString(http.StatusText(code))
 	w.bw.WriteString("\r\n")
@@ -618,7 +623,7 @@ func (w *frontWriter) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if w.chunked {
-		w.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		w.bw.Write(strconv.AppendInt(w.scratch[:0], int64(len(p)), 16))
 		w.bw.WriteString("\r\n")
 	}
 	n, err := w.bw.Write(p)

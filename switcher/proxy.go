@@ -3,6 +3,7 @@ package switcher
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -357,13 +358,13 @@ func (b *replayableBody) get() (io.ReadCloser, error) {
 	return b, nil
 }
 
+// newRequestID returns 16 random hex digits, with one allocation.
 func newRequestID() string {
 	var b [8]byte
-	x := rand.Uint64()
-	for i := range b {
-		b[i] = byte(x >> (8 * i))
-	}
-	return hex.EncodeToString(b[:])
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	var text [16]byte
+	hex.Encode(text[:], b[:])
+	return string(text[:])
 }
 
 // bufferPool reuses the 32 KiB buffers that copy bodies.
