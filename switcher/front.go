@@ -127,7 +127,7 @@ type frontConn struct {
 	f    *front
 	c    net.Conn
 	idle atomic.Bool // waiting for a request
-	br   *bufio.Reader
+	cr   *connReader
 
 	// deadline is the read deadline set on c, so that a request sets it
 	// only when it must move by more than deadlineSlack.
@@ -162,7 +162,10 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 		defer close(done)
 		// Data (a pipelined request) means the client is there; an error
 		// other than the deadline that stop sets means it is gone.
-		if _, err := fc.br.Peek(1); err != nil && !isTimeout(err) {
+		if len(fc.cr.buffered()) > 0 {
+			return
+		}
+		if err := fc.cr.fill(); err != nil && !isTimeout(err) {
 			close(left)
 		}
 	}()
@@ -195,18 +198,13 @@ func deadlineSlack(d time.Duration) time.Duration {
 	return min(d/10, time.Second)
 }
 
-var (
-	frontReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-	frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
-)
+var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
 
 func (fc *frontConn) serve() {
 	f := fc.f
-	br := frontReaders.Get().(*bufio.Reader)
-	br.Reset(fc.c)
-	fc.br = br
-	bw := frontWriters.Get().(*bufio.Writer)
-	bw.Reset(fc.c)
+	cr := newConnReader(fc.c)
+	fc.cr = cr
+	w := &frontWriter{header: make(http.Header), c: fc.c}
 	handedOff := false
 	defer func() {
 		// As net/http does, a panic in a handler ends its connection, not
@@ -214,10 +212,8 @@ func (fc *frontConn) serve() {
 		if r := recover(); r != nil && r != http.ErrAbortHandler {
 			f.logger.Error("panic serving a request; connection closed", "panic", r, "stack", string(debug.Stack()))
 		}
-		br.Reset(nil)
-		frontReaders.Put(br)
-		bw.Reset(nil)
-		frontWriters.Put(bw)
+		cr.close()
+		w.release()
 		if !handedOff {
 			fc.c.Close()
 		}
@@ -229,37 +225,39 @@ func (fc *frontConn) serve() {
 	fc.base = *(&http.Request{}).WithContext(context.WithValue(context.Background(), clientWatchKey{}, fc))
 	fc.header = make(http.Header)
 	fc.remote = fc.c.RemoteAddr().String()
-	w := &frontWriter{header: make(http.Header), bw: bw}
 	for {
 		if !f.setIdle(fc, true) {
 			return
 		}
-		fc.readWithin(time.Now(), f.idleTimeout)
-		if _, err := br.Peek(1); err != nil {
-			return
+		if len(cr.buffered()) == 0 {
+			fc.readWithin(time.Now(), f.idleTimeout)
+			if cr.fill() != nil {
+				return
+			}
 		}
 		if !f.setIdle(fc, false) {
 			return
 		}
-		head, err := peekHead(br)
-		if err == errIncomplete {
+		head, err := readHead(cr, func() {
 			// The head came in pieces: the rest is due within the header
 			// timeout.
 			fc.setReadDeadline(time.Now().Add(f.headerTimeout))
-			head, err = readHead(br)
-		}
-		if err != nil {
+		})
+		var req *http.Request
+		switch {
+		case err == nil:
+			req = fc.parseRequest(head)
+		case err != errHeadTooLarge:
 			return // a slow or broken client: net/http would answer 408 or 400 and close
 		}
-		req := fc.parseRequest(head)
 		if req == nil {
 			handedOff = true
 			fc.setReadDeadline(time.Time{})
-			f.handoff.push(fc.c, br)
+			f.handoff.push(fc.c, cr)
 			return
 		}
-		br.Discard(len(head))
-		if req.ContentLength > int64(br.Buffered()) {
+		cr.discard(len(head))
+		if req.ContentLength > int64(len(cr.buffered())) {
 			// The body is still on its way: it has the idle timeout to come.
 			fc.setReadDeadline(time.Now().Add(f.idleTimeout))
 		}
@@ -274,49 +272,39 @@ func (fc *frontConn) serve() {
 			io.Copy(io.Discard, &fc.body)
 		}
 		if w.close {
-			bw.Flush()
+			w.flush()
 			return
 		}
-		if br.Buffered() == 0 {
+		if len(cr.buffered()) == 0 {
 			// Pipelined requests share one write; otherwise answer now.
-			if bw.Flush() != nil {
+			if w.flush() != nil {
 				return
 			}
+			w.release()
 		}
 	}
 }
 
-// peekHead returns the request head (up to and including the blank line)
-// if it is all in br's buffer, without consuming it; errIncomplete if more
-// must be read.
-func peekHead(br *bufio.Reader) ([]byte, error) {
-	buf, _ := br.Peek(br.Buffered())
-	if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-		return buf[:i+4], nil
-	}
-	return nil, errIncomplete
-}
-
-// readHead is peekHead that reads more as needed; an error when the head
-// does not fit in the buffer (errHeadTooLarge) or the connection fails.
-func readHead(br *bufio.Reader) ([]byte, error) {
-	for {
-		if head, err := peekHead(br); err == nil {
-			return head, nil
+// readHead returns the request head, up to and including the blank line,
+// without consuming it, reading more as needed; before the first read it
+// calls more. An error when the head does not fit in the buffer
+// (errHeadTooLarge) or the connection fails.
+func readHead(cr *connReader, more func()) ([]byte, error) {
+	for first := true; ; first = false {
+		buf := cr.buffered()
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			return buf[:i+4], nil
 		}
-		if br.Buffered() == br.Size() {
-			return nil, errHeadTooLarge
+		if first {
+			more()
 		}
-		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+		if err := cr.fill(); err != nil {
 			return nil, err
 		}
 	}
 }
 
-var (
-	errHeadTooLarge = errors.New("request head larger than the read buffer")
-	errIncomplete   = errors.New("request head incomplete")
-)
+var errHeadTooLarge = errors.New("request head larger than the read buffer")
 
 // plainRequest reports whether the front serves the request whose head is
 // head (see parseRequest).
@@ -407,7 +395,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	}
 	req.ContentLength = length
 	req.Body = http.NoBody
-	fc.body = frontBody{br: fc.br, n: length}
+	fc.body = frontBody{cr: fc.cr, n: length}
 	if length > 0 {
 		req.Body = &fc.body
 	}
@@ -483,7 +471,7 @@ func hasToken(v, token string) bool {
 
 // frontBody is a plain request's body: the next n bytes of the connection.
 type frontBody struct {
-	br *bufio.Reader
+	cr *connReader
 	n  int64
 }
 
@@ -494,7 +482,7 @@ func (b *frontBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > b.n {
 		p = p[:b.n]
 	}
-	n, err := b.br.Read(p)
+	n, err := b.cr.Read(p)
 	b.n -= int64(n)
 	if err == io.EOF && b.n > 0 {
 		err = io.ErrUnexpectedEOF
@@ -532,7 +520,8 @@ func validFieldValue(b string) bool {
 // HTTP/1.0), and none for HEAD, 204 and 304.
 type frontWriter struct {
 	header      http.Header
-	bw          *bufio.Writer
+	c           net.Conn
+	bw          *bufio.Writer // taken when the response begins, given back once sent
 	req         *http.Request
 	status      int
 	wroteHeader bool
@@ -551,9 +540,30 @@ func (w *frontWriter) reset(req *http.Request) {
 
 func (w *frontWriter) Header() http.Header { return w.header }
 
+// flush sends what is buffered.
+func (w *frontWriter) flush() error {
+	if w.bw == nil {
+		return nil
+	}
+	return w.bw.Flush()
+}
+
+// release gives the buffered writer back; what it held is dropped.
+func (w *frontWriter) release() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		frontWriters.Put(w.bw)
+		w.bw = nil
+	}
+}
+
 func (w *frontWriter) WriteHeader(code int) {
 	if w.wroteHeader || w.err != nil {
 		return
+	}
+	if w.bw == nil {
+		w.bw = frontWriters.Get().(*bufio.Writer)
+		w.bw.Reset(w.c)
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// An informational answer (103 Early Hints) goes out at once.
@@ -722,10 +732,10 @@ func (l *handoffListener) setAddr(a net.Addr) {
 	l.mu.Unlock()
 }
 
-// push hands c over; the bytes buffered in br are read first.
-func (l *handoffListener) push(c net.Conn, br *bufio.Reader) {
-	buffered, _ := br.Peek(br.Buffered())
-	pc := &prefixConn{Conn: c, prefix: bytes.Clone(buffered)}
+// push hands c over; the bytes buffered in cr are read first.
+func (l *handoffListener) push(c net.Conn, cr *connReader) {
+	pc := &prefixConn{Conn: c, prefix: bytes.Clone(cr.buffered())}
+	cr.close()
 	select {
 	case l.ch <- pc:
 	case <-l.done:

@@ -93,6 +93,19 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 		t.Fatalf("chunked body handed to net/http: %d answers", len(got))
 	}
 
+	// A head larger than the front's buffer (a browser with many cookies)
+	// goes to net/http, as does one that comes in pieces; keep-alive and
+	// HTTP/1.0 keep-alive go on after either.
+	big := "GET /big HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 3*frontBufSize) + "\r\n\r\n"
+	got = rawExchange(t, addr, big+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || bodyOf(got[0]) != "GET /big 0" || bodyOf(got[1]) != "GET /next 0" {
+		t.Fatalf("a large head: %d answers", len(got))
+	}
+	got = rawExchange(t, addr, "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ka2 HTTP/1.0\r\n\r\n", 2)
+	if len(got) != 2 || got[0].Close || bodyOf(got[1]) != "GET /ka2 0" || !got[1].Close {
+		t.Fatalf("HTTP/1.0 keep-alive: %d answers", len(got))
+	}
+
 	got = rawExchange(t, addr, "GARBAGE\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != http.StatusBadRequest {
 		t.Fatalf("a malformed request must get 400: %+v", got)

@@ -1,0 +1,155 @@
+package switcher
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// frontBufSize is the size of a front connection's read buffer, and so the
+// largest request head the front parses itself; a larger one goes to
+// net/http.
+const frontBufSize = 4 << 10
+
+var frontBufs = sync.Pool{New: func() any { b := make([]byte, frontBufSize); return &b }}
+
+// connReader is a front connection's read side. It holds a buffer only
+// while bytes wait in it: a connection that waits for its next request, or
+// whose request is with the upstream, holds none, so that a thousand
+// keep-alive clients cost a thousand goroutines and little else.
+//
+// It waits on the socket through syscall.RawConn: the buffer is taken just
+// before a read and given back when the read finds nothing (EAGAIN), so a
+// blocked wait holds no memory. A connection that is not a socket (TLS)
+// keeps a buffer from its first read to its end.
+type connReader struct {
+	c    net.Conn
+	raw  syscall.RawConn // nil when c is not a socket
+	buf  *[]byte         // nil while empty
+	r, w int             // the unread bytes are (*buf)[r:w]
+
+	readFn func(fd uintptr) bool // reads into the buffer; built once
+	n      int                   // what readFn read
+	err    error                 // and its error
+}
+
+func newConnReader(c net.Conn) *connReader {
+	cr := &connReader{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			cr.raw = raw
+			cr.readFn = cr.readSocket
+		}
+	}
+	return cr
+}
+
+// buffered returns the bytes read and not yet consumed.
+func (cr *connReader) buffered() []byte {
+	if cr.buf == nil {
+		return nil
+	}
+	return (*cr.buf)[cr.r:cr.w]
+}
+
+// discard consumes n buffered bytes.
+func (cr *connReader) discard(n int) {
+	cr.r += n
+	if cr.r == cr.w {
+		cr.release()
+	}
+}
+
+// release gives the buffer back; only when it holds nothing unread.
+func (cr *connReader) release() {
+	if cr.buf != nil && cr.r == cr.w && cr.raw != nil {
+		frontBufs.Put(cr.buf)
+		cr.buf = nil
+	}
+}
+
+// close gives the buffer back, whatever it holds.
+func (cr *connReader) close() {
+	if cr.buf != nil {
+		frontBufs.Put(cr.buf)
+		cr.buf = nil
+	}
+}
+
+// fill reads at least one more byte into the buffer: errHeadTooLarge when
+// the buffer is full of unread bytes, io.EOF when the client closed.
+func (cr *connReader) fill() error {
+	if cr.buf == nil {
+		cr.buf, cr.r, cr.w = frontBufs.Get().(*[]byte), 0, 0
+	}
+	if b := *cr.buf; cr.w == len(b) {
+		if cr.r == 0 {
+			return errHeadTooLarge
+		}
+		cr.w = copy(b, b[cr.r:cr.w])
+		cr.r = 0
+	}
+	if cr.raw == nil {
+		for {
+			n, err := cr.c.Read((*cr.buf)[cr.w:])
+			cr.w += n
+			if n > 0 || err != nil {
+				return err
+			}
+		}
+	}
+	cr.n, cr.err = 0, nil
+	if err := cr.raw.Read(cr.readFn); err != nil {
+		cr.release()
+		return err // a deadline, or the connection closed under the read
+	}
+	if cr.err != nil {
+		cr.release()
+		return os.NewSyscallError("read", cr.err)
+	}
+	if cr.n == 0 {
+		cr.release()
+		return io.EOF
+	}
+	return nil
+}
+
+// readSocket is fill's read, called by RawConn.Read until it reports done.
+func (cr *connReader) readSocket(fd uintptr) bool {
+	if cr.buf == nil {
+		cr.buf, cr.r, cr.w = frontBufs.Get().(*[]byte), 0, 0
+	}
+	for {
+		n, err := syscall.Read(int(fd), (*cr.buf)[cr.w:])
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			cr.release() // nothing yet: wait without a buffer
+			return false
+		}
+		if n > 0 {
+			cr.w += n
+			cr.n = n
+		}
+		cr.err = err
+		return true
+	}
+}
+
+// Read reads buffered bytes, or from the connection when none are.
+func (cr *connReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(cr.buffered()) == 0 {
+		if err := cr.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, cr.buffered())
+	cr.discard(n)
+	return n, nil
+}
