@@ -8,6 +8,8 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+
+	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // readResponse reads the next response head on c. The common response —
@@ -61,7 +63,7 @@ func (c *h1Conn) peekHead() ([]byte, error) {
 func parseResponseHead(text string, req *http.Request) (resp *http.Response, bodyLen int64) {
 	line, rest, _ := strings.Cut(text, "\r\n")
 	proto, status, ok := strings.Cut(line, " ")
-	if !ok || proto != "HTTP/1.1" || len(status) < 3 || len(status) > 3 && status[3] != ' ' || !validValue(status) {
+	if !ok || proto != "HTTP/1.1" || len(status) < 3 || len(status) > 3 && status[3] != ' ' || !httpsyntax.FieldValue(status) {
 		return nil, 0
 	}
 	code, err := strconv.Atoi(status[:3])
@@ -80,7 +82,7 @@ func parseResponseHead(text string, req *http.Request) (resp *http.Response, bod
 			continue
 		}
 		name, value, ok := strings.Cut(field, ":")
-		if !ok || !validName(name) || !validValue(value) {
+		if !ok || !httpsyntax.Token(name) || !httpsyntax.FieldValue(value) {
 			return nil, 0
 		}
 		value = strings.Trim(value, " \t")
@@ -95,7 +97,7 @@ func parseResponseHead(text string, req *http.Request) (resp *http.Response, bod
 			}
 			length = l
 		case "Connection":
-			closing = closing || hasToken(value, "close")
+			closing = closing || httpsyntax.HasToken(value, "close")
 		}
 		if vv := h[key]; vv != nil {
 			h[key] = append(vv, value)
@@ -127,38 +129,4 @@ func parseResponseHead(text string, req *http.Request) (resp *http.Response, bod
 		Close:         closing,
 		Request:       req,
 	}, bodyLen
-}
-
-// validName reports whether s is a header field name: a token.
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue reports whether s holds no control character but tab.
-func validValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// hasToken reports whether the comma-separated list v holds token,
-// ignoring case.
-func hasToken(v, token string) bool {
-	for t := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(t), token) {
-			return true
-		}
-	}
-	return false
 }

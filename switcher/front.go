@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // front serves plain HTTP/1.1 on a listener itself: net/http's server costs a
@@ -327,7 +329,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	line, rest, _ := strings.Cut(text, "\r\n")
 	method, rest1, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest1, " ")
-	if !ok1 || !ok2 || !validFieldName(method) || method == http.MethodConnect || target == "" {
+	if !ok1 || !ok2 || !httpsyntax.Token(method) || method == http.MethodConnect || target == "" {
 		return nil
 	}
 	req := &fc.req
@@ -355,7 +357,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 			continue // the blank line that ends the head
 		}
 		name, value, ok := strings.Cut(field, ":")
-		if !ok || !validFieldName(name) || !validFieldValue(value) {
+		if !ok || !httpsyntax.Token(name) || !httpsyntax.FieldValue(value) {
 			return nil
 		}
 		value = strings.Trim(value, " \t")
@@ -365,7 +367,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 			return nil
 		case "Host":
 			hosts++
-			if !validHost(value) {
+			if !hostBytes.All(value) {
 				return nil
 			}
 			if req.Host == "" {
@@ -389,9 +391,9 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	req.Header = h
 	req.RemoteAddr = fc.remote
 	if req.ProtoMinor == 1 {
-		req.Close = hasToken(connection, "close")
+		req.Close = httpsyntax.HasToken(connection, "close")
 	} else {
-		req.Close = !hasToken(connection, "keep-alive")
+		req.Close = !httpsyntax.HasToken(connection, "keep-alive")
 	}
 	req.ContentLength = length
 	req.Body = http.NoBody
@@ -426,48 +428,15 @@ func (fc *frontConn) parseTarget(req *http.Request, target string) bool {
 // characters.
 func plainTarget(target string) bool {
 	path, query, _ := strings.Cut(target, "?")
-	for i := 0; i < len(path); i++ {
-		c := path[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if strings.IndexByte("-._~$&+,/:;=@", c) < 0 {
-			return false
-		}
-	}
-	for i := 0; i < len(query); i++ {
-		if c := query[i]; c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
+	return pathBytes.All(path) && queryBytes.All(query)
 }
 
-// validHost reports whether a Host header holds only the characters a
-// host and port may; net/http judges the others.
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if strings.IndexByte("-._~:[]!$&'()*+,;=%", c) < 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// hasToken reports whether the comma-separated list v holds token,
-// ignoring case.
-func hasToken(v, token string) bool {
-	for t := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(t), token) {
-			return true
-		}
-	}
-	return false
-}
+var (
+	pathBytes  = httpsyntax.NewSet("-._~$&+,/:;=@")
+	queryBytes = httpsyntax.NewSet("-._~!$&'()*+,;=:@/?%#\"<>[]\\^`{|}")
+	// hostBytes: what a host and port may hold; net/http judges the rest.
+	hostBytes = httpsyntax.NewSet("-._~:[]!$&'()*+,;=%")
+)
 
 // frontBody is a plain request's body: the next n bytes of the connection.
 type frontBody struct {
@@ -491,29 +460,6 @@ func (b *frontBody) Read(p []byte) (int, error) {
 }
 
 func (b *frontBody) Close() error { return nil }
-
-// validFieldName reports whether b is a header field name: a token.
-func validFieldName(b string) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		if c := b[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validFieldValue reports whether b holds no control character but tab.
-func validFieldValue(b string) bool {
-	for i := 0; i < len(b); i++ {
-		if c := b[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
 
 // frontWriter is the front's http.ResponseWriter: identity framing when the
 // handler set Content-Length, chunked otherwise (close-delimited for

@@ -1,0 +1,42 @@
+package httpsyntax
+
+import (
+	"strings"
+	"testing"
+)
+
+// tchar as RFC 9110 section 5.6.2 lists it.
+func tchar(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func TestTokenIsRFC9110(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		if got := Token(string([]byte{byte(c)})); got != tchar(byte(c)) {
+			t.Errorf("Token(%q) = %v", rune(c), got)
+		}
+	}
+	if Token("") || !Token("X-Request-Id") || Token("Bad Name") {
+		t.Error("Token on whole names")
+	}
+}
+
+func TestFieldValue(t *testing.T) {
+	if !FieldValue("a b\tc\x80") || FieldValue("a\x00") || FieldValue("a\r\nb") || FieldValue("\x7f") {
+		t.Error("FieldValue")
+	}
+}
+
+func TestHasToken(t *testing.T) {
+	if !HasToken("keep-alive, Close", "close") || HasToken("closed", "close") || HasToken("", "close") {
+		t.Error("HasToken")
+	}
+}
+
+func TestSet(t *testing.T) {
+	s := NewSet("-.")
+	if !s.All("a-Z.9") || s.All("a/b") || !s.All("") {
+		t.Error("Set.All")
+	}
+}
