@@ -65,8 +65,9 @@ const smallBody = 4 << 10
 
 var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
 
-// heads recycles the buffers that hold an upstream request's head and body.
-var heads = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// heads recycles the buffers that hold an upstream request's head and body:
+// 1 KiB fits most heads, and one that grows is kept up to 8 KiB.
+var heads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // encodeRequest appends r's upstream request head to b: the request line
 // with the raw target as sent, Host as sent, the client's end-to-end
