@@ -289,3 +289,20 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 		})
 	}
 }
+
+// A server whose lines end in a bare LF, as some old ones do, is answered
+// by http.ReadResponse, not left waiting for a CRLF that never comes.
+func TestLeanPathReadsBareLFResponses(t *testing.T) {
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		for readRequest(c) {
+			io.WriteString(c, "HTTP/1.1 200 OK\nContent-Length: 5\n\nhello")
+		}
+	})
+	p := newTestPool(t, spec(addr, 1))
+	for i := range 3 {
+		if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}

@@ -37,14 +37,20 @@ func (c *h1Conn) readResponse(req *http.Request) (resp *http.Response, bodyLen i
 	return resp, -1, err
 }
 
-var errLongHead = errors.New("response head larger than the read buffer")
+// errLongHead sends a response head to http.ReadResponse: it is larger
+// than the buffer, or its lines end in a bare LF.
+var errLongHead = errors.New("response head not for the in-place parser")
 
 // peekHead returns the response head, up to and including the blank line,
 // without consuming it; errLongHead when it does not fit in the buffer.
 func (c *h1Conn) peekHead() ([]byte, error) {
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+		i := bytes.Index(buf, []byte("\r\n\r\n"))
+		if j := bytes.Index(buf, []byte("\n\n")); j >= 0 && (i < 0 || j < i) {
+			return nil, errLongHead // bare LF line ends: http.ReadResponse takes them
+		}
+		if i >= 0 {
 			return buf[:i+4], nil
 		}
 		if len(buf) == c.br.Size() {
@@ -91,8 +97,8 @@ func parseResponseHead(text string, req *http.Request) (resp *http.Response, bod
 		case "Transfer-Encoding", "Trailer":
 			return nil, 0
 		case "Content-Length":
-			l, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || l < 0 || length >= 0 {
+			l, ok := httpsyntax.ContentLength(value)
+			if !ok || length >= 0 {
 				return nil, 0 // invalid or repeated: http.ReadResponse judges it
 			}
 			length = l

@@ -35,6 +35,8 @@ var responseHeads = []struct {
 	{"HTTP/1.1 200 OK\r\n folded: v\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 2000 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 20x OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nContent-Length: -0\r\n\r\n", "GET", false},
 }
 
 func TestParseResponseHeadAgreesWithNetHTTP(t *testing.T) {

@@ -62,6 +62,22 @@ func (cr *connReader) discard(n int) {
 	}
 }
 
+// skipBlankLines consumes the empty lines (CRLF or LF) that may come
+// before a request line (RFC 9112 section 2.2).
+func (cr *connReader) skipBlankLines() {
+	buf := cr.buffered()
+	n := 0
+	for n < len(buf) && (buf[n] == '\n' || buf[n] == '\r' && n+1 < len(buf) && buf[n+1] == '\n') {
+		if buf[n] == '\r' {
+			n++
+		}
+		n++
+	}
+	if n > 0 {
+		cr.discard(n)
+	}
+}
+
 // release gives the buffer back; only when it holds nothing unread.
 func (cr *connReader) release() {
 	if cr.buf != nil && cr.r == cr.w && cr.raw != nil {

@@ -158,6 +158,7 @@ var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
 // until the returned stop is called. The request's body must have been
 // read: the watch reads the connection.
 func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
+	fc.setReadDeadline(time.Time{}) // the idle or header deadline is not the hold's
 	done := make(chan struct{})
 	left := make(chan struct{})
 	go func() {
@@ -215,10 +216,13 @@ func (fc *frontConn) serve() {
 			f.logger.Error("panic serving a request; connection closed", "panic", r, "stack", string(debug.Stack()))
 		}
 		cr.close()
-		w.release()
 		if !handedOff {
+			// Answers to pipelined requests may wait in the buffer.
+			fc.c.SetWriteDeadline(time.Now().Add(f.headerTimeout))
+			w.flush()
 			fc.c.Close()
 		}
+		w.release()
 		f.mu.Lock()
 		delete(f.conns, fc)
 		f.mu.Unlock()
@@ -240,6 +244,10 @@ func (fc *frontConn) serve() {
 		if !f.setIdle(fc, false) {
 			return
 		}
+		cr.skipBlankLines()
+		if len(cr.buffered()) == 0 {
+			continue // CRLF after a body, as net/http allows
+		}
 		head, err := readHead(cr, func() {
 			// The head came in pieces: the rest is due within the header
 			// timeout.
@@ -249,10 +257,13 @@ func (fc *frontConn) serve() {
 		switch {
 		case err == nil:
 			req = fc.parseRequest(head)
-		case err != errHeadTooLarge:
+		case err != errHeadTooLarge && err != errBareLF:
 			return // a slow or broken client: net/http would answer 408 or 400 and close
 		}
 		if req == nil {
+			if w.flush() != nil {
+				return
+			}
 			handedOff = true
 			fc.setReadDeadline(time.Time{})
 			f.handoff.push(fc.c, cr)
@@ -269,16 +280,19 @@ func (fc *frontConn) serve() {
 			return
 		}
 		// The rest of a body the handler did not read (lean requests read
-		// theirs) is small: it is at most leanBodyMax.
+		// theirs) is small: it is at most leanBodyMax. A body that stopped
+		// short ends the connection: what comes next is not a request.
 		if fc.body.n > 0 {
-			io.Copy(io.Discard, &fc.body)
+			if _, err := io.Copy(io.Discard, &fc.body); err != nil || fc.body.n > 0 {
+				return
+			}
 		}
 		if w.close {
-			w.flush()
 			return
 		}
-		if len(cr.buffered()) == 0 {
-			// Pipelined requests share one write; otherwise answer now.
+		if !headBuffered(cr.buffered()) {
+			// Answers to pipelined requests whose heads are all here share
+			// one write; otherwise answer now.
 			if w.flush() != nil {
 				return
 			}
@@ -294,7 +308,11 @@ func (fc *frontConn) serve() {
 func readHead(cr *connReader, more func()) ([]byte, error) {
 	for first := true; ; first = false {
 		buf := cr.buffered()
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+		i := bytes.Index(buf, []byte("\r\n\r\n"))
+		if j := bytes.Index(buf, []byte("\n\n")); j >= 0 && (i < 0 || j < i) {
+			return nil, errBareLF
+		}
+		if i >= 0 {
 			return buf[:i+4], nil
 		}
 		if first {
@@ -306,7 +324,16 @@ func readHead(cr *connReader, more func()) ([]byte, error) {
 	}
 }
 
-var errHeadTooLarge = errors.New("request head larger than the read buffer")
+// Heads that net/http reads instead of the front.
+var (
+	errHeadTooLarge = errors.New("request head larger than the read buffer")
+	errBareLF       = errors.New("request head with bare LF line ends")
+)
+
+// headBuffered reports whether buf holds a whole request head.
+func headBuffered(buf []byte) bool {
+	return bytes.Contains(buf, []byte("\r\n\r\n")) || bytes.Contains(buf, []byte("\n\n"))
+}
 
 // plainRequest reports whether the front serves the request whose head is
 // head (see parseRequest).
@@ -375,8 +402,8 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 			}
 			continue // http.Request keeps it in Host, not in Header
 		case "Content-Length":
-			n, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || n < 0 || n > leanBodyMax || seenLength {
+			n, ok := httpsyntax.ContentLength(value)
+			if !ok || n > leanBodyMax || seenLength {
 				return nil // a repeated length is net/http's to judge
 			}
 			length, seenLength = n, true
@@ -390,11 +417,8 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	}
 	req.Header = h
 	req.RemoteAddr = fc.remote
-	if req.ProtoMinor == 1 {
-		req.Close = httpsyntax.HasToken(connection, "close")
-	} else {
-		req.Close = !httpsyntax.HasToken(connection, "keep-alive")
-	}
+	req.Close = httpsyntax.HasToken(connection, "close") ||
+		req.ProtoMinor == 0 && !httpsyntax.HasToken(connection, "keep-alive")
 	req.ContentLength = length
 	req.Body = http.NoBody
 	fc.body = frontBody{cr: fc.cr, n: length}

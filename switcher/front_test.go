@@ -101,6 +101,23 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	if len(got) != 2 || bodyOf(got[0]) != "GET /big 0" || bodyOf(got[1]) != "GET /next 0" {
 		t.Fatalf("a large head: %d answers", len(got))
 	}
+	// An answer waiting in the buffer for a pipelined request goes out
+	// before the connection is handed to net/http.
+	got = rawExchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"+big, 2)
+	if len(got) != 2 || bodyOf(got[0]) != "GET /first 0" || bodyOf(got[1]) != "GET /big 0" {
+		t.Fatalf("pipelined before a large head: %d answers", len(got))
+	}
+	got = rawExchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nPOST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 2)
+	if len(got) != 2 || bodyOf(got[0]) != "GET /first 0" || bodyOf(got[1]) != "POST /chunked 3" {
+		t.Fatalf("pipelined before a chunked body: %d answers", len(got))
+	}
+	// A CRLF after a body is skipped, as net/http does; bare LF heads are
+	// net/http's.
+	got = rawExchange(t, addr, "POST /crlf HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\nGET /lf HTTP/1.1\nHost: x\n\n", 2)
+	if len(got) != 2 || bodyOf(got[0]) != "POST /crlf 3" || bodyOf(got[1]) != "GET /lf 0" {
+		t.Fatalf("CRLF after a body, then a bare LF head: %d answers", len(got))
+	}
+
 	got = rawExchange(t, addr, "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ka2 HTTP/1.0\r\n\r\n", 2)
 	if len(got) != 2 || got[0].Close || bodyOf(got[1]) != "GET /ka2 0" || !got[1].Close {
 		t.Fatalf("HTTP/1.0 keep-alive: %d answers", len(got))
@@ -145,6 +162,8 @@ func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
 		{"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", false},
 		{"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", false},
 		{"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", false},
+		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n", false},
 	} {
 		if got := plainRequest([]byte(tc.head)); got != tc.want {
 			t.Errorf("plainRequest(%q) = %v, want %v", tc.head, got, tc.want)
@@ -190,6 +209,7 @@ var requestHeads = []string{
 	"GET / HTTP/1.0\r\n\r\n",
 	"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: x\r\nX-Tab: \ta b\t\r\n\r\n",
 }
 
@@ -244,4 +264,53 @@ func checkParse(t *testing.T, head string, must bool) {
 	if !reflect.DeepEqual(g, w) {
 		t.Fatalf("%q:\n got %+v\nwant %+v", head, g, w)
 	}
+}
+
+// A body that stops short of its Content-Length ends the connection: the
+// bytes that come after it are the rest of a body, never a new request.
+func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n0123456789")
+	must(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a body cut short: status %d, want 400", resp.StatusCode)
+	}
+	io.Copy(io.Discard, resp.Body)
+	io.WriteString(c, "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		t.Fatalf("the rest of a cut body was served as a request: %d", resp.StatusCode)
+	}
+	if n := a.hits.Load(); n != 0 {
+		t.Fatalf("the backend got %d requests, want 0", n)
+	}
+}
+
+// A held request notices its client leaving even after the idle and header
+// deadlines of the front have passed.
+func TestFrontNoticesAHeldClientLeavingAfterItsDeadlines(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	b := newBackend(t, "B", nil)
+	h := startSwitcher(t, fastChecks+`hold_timeout = "60s"
+client_idle_timeout = "100ms"
+client_header_timeout = "100ms"
+`, []string{a.addr}, []string{b.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	_, err = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\n")
+	must(t, err)
+	_, err = io.WriteString(c, "Content-Length: 1\r\n\r\nx")
+	must(t, err)
+	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
+	<-time.After(300 * time.Millisecond) // past both deadlines: the scenario, not a wait for an event
+	c.Close()
+	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
 }

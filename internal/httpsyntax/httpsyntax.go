@@ -3,7 +3,10 @@
 // net/http gives.
 package httpsyntax
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // tokenByte marks the bytes a token may hold: visible ASCII but delimiters.
 var tokenByte = func() (t [256]bool) {
@@ -40,11 +43,21 @@ func FieldValue(s string) bool {
 // ignoring case (a Connection header holding "close").
 func HasToken(v, token string) bool {
 	for t := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(t), token) {
+		if strings.EqualFold(strings.Trim(t, " \t"), token) {
 			return true
 		}
 	}
 	return false
+}
+
+// ContentLength parses a Content-Length value as net/http does: digits
+// only (no sign), at most 2^63-1.
+func ContentLength(v string) (int64, bool) {
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 63)
+	return int64(n), err == nil
 }
 
 // Set is a set of bytes, for checks on the characters of a URL or a host.

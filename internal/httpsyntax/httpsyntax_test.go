@@ -40,3 +40,12 @@ func TestSet(t *testing.T) {
 		t.Error("Set.All")
 	}
 }
+
+func TestContentLength(t *testing.T) {
+	for v, want := range map[string]bool{"0": true, "12": true, "9223372036854775807": true,
+		"": false, "+5": false, "-0": false, " 5": false, "5x": false, "9223372036854775808": false} {
+		if _, ok := ContentLength(v); ok != want {
+			t.Errorf("ContentLength(%q) ok = %v, want %v", v, ok, want)
+		}
+	}
+}
