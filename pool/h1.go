@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +54,13 @@ type h1Conn struct {
 	peek    func(fd uintptr)
 	peekBuf [1]byte
 	peekErr error
+
+	// send's state, kept here so that a request allocates nothing for it.
+	sendFn  func(fd uintptr) bool
+	sendMsg []byte
+	sendN   int
+	sendErr error
+	sent    bool
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -240,8 +248,8 @@ func (c *h1Conn) alive() bool {
 	return errors.Is(c.peekErr, syscall.EAGAIN)
 }
 
-// setPeek prepares alive's non-blocking peek once per connection, so that
-// a reuse costs one system call and no allocation.
+// setPeek prepares, once per connection, alive's non-blocking peek and
+// send's callback, so that a request costs no allocation for them.
 func (c *h1Conn) setPeek() {
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
@@ -252,6 +260,7 @@ func (c *h1Conn) setPeek() {
 		return
 	}
 	c.raw = raw
+	c.sendFn = c.sendOnce
 	c.peek = func(fd uintptr) {
 		_, _, c.peekErr = syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	}
@@ -292,17 +301,18 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if testBeforeWrite != nil {
 		testBeforeWrite(c)
 	}
-	_, err := c.Conn.Write(msg)
-	written := time.Now()
+	now := time.Now()
+	if t.headerTimeout > 0 {
+		c.readWithin(now, t.headerTimeout)
+	}
+	err := c.send(msg)
+	written := now
 	if err != nil {
 		stop()
 		if ctx.Err() == nil {
 			return nil, c.staleError(err, len(msg), 0)
 		}
 		return nil, err
-	}
-	if t.headerTimeout > 0 {
-		c.readWithin(written, t.headerTimeout)
 	}
 	var (
 		resp    *http.Response
@@ -341,6 +351,50 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	reuse := !resp.Close && !req.Close
 	resp.Body = &h1Body{src: resp.Body, n: bodyLen, c: c, t: t, stop: stop, reuse: reuse}
 	return resp, nil
+}
+
+// send writes msg, and when it went out whole, returns only once the
+// connection is readable: the response has begun to come (or a close, or an
+// error). Reading straight after the write, as net.Conn does, would cost a
+// system call that nearly always finds nothing yet, the server being still
+// at work.
+//
+// The wait is RawConn.Read's: it clears the connection's readiness first,
+// then calls sendOnce, which writes and asks to wait; an answer that comes
+// after the write wakes it, so none can slip past. An error of the wait
+// (the header deadline, a cancel) is left for the read that follows, which
+// meets it again and reports it. A request the socket's buffer did not take
+// whole (a server that stopped reading) is finished by net.Conn's Write.
+func (c *h1Conn) send(msg []byte) error {
+	if c.raw == nil {
+		_, err := c.Conn.Write(msg)
+		return err
+	}
+	c.sendMsg, c.sendN, c.sendErr, c.sent = msg, 0, nil, false
+	c.raw.Read(c.sendFn)
+	n, err := c.sendN, c.sendErr
+	c.sendMsg = nil
+	switch {
+	case err == nil && n == len(msg):
+		return nil
+	case n < 0 || err == syscall.EAGAIN || err == syscall.EINTR:
+		n, err = 0, nil
+	case err != nil:
+		return &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+	}
+	_, err = c.Conn.Write(msg[n:])
+	return err
+}
+
+// sendOnce is send's callback: the first call writes, the next one (the
+// connection became readable) ends the wait.
+func (c *h1Conn) sendOnce(fd uintptr) bool {
+	if c.sent {
+		return true
+	}
+	c.sent = true
+	c.sendN, c.sendErr = syscall.Write(int(fd), c.sendMsg)
+	return c.sendErr != nil || c.sendN < len(c.sendMsg)
 }
 
 // noStop stands for context.AfterFunc's stop when the context can never
