@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"strings"
@@ -313,4 +314,44 @@ client_header_timeout = "100ms"
 	<-time.After(300 * time.Millisecond) // past both deadlines: the scenario, not a wait for an event
 	c.Close()
 	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
+}
+
+// BenchmarkFront is the whole request path through the lean front: a real
+// listener, keep-alive clients writing raw requests, the lean upstream
+// client and a net/http backend. Allocations are the whole process's: the
+// backend's and the clients' are in them too.
+func BenchmarkFront(b *testing.B) {
+	hello := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hello") })
+	back := httptest.NewServer(hello)
+	b.Cleanup(back.Close)
+	addr := strings.TrimPrefix(back.URL, "http://")
+	h := startSwitcher(b, "", []string{addr}, []string{addr})
+	const req = "GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", h.addrs.Proxy[0])
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for pb.Next() {
+			if _, err := io.WriteString(c, req); err != nil {
+				b.Error(err)
+				return
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
 }

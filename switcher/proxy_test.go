@@ -95,7 +95,7 @@ type harness struct {
 }
 
 // startSwitcher serves a config made of base settings and the two pools.
-func startSwitcher(t *testing.T, base string, poolA, poolB []string) *harness {
+func startSwitcher(t testing.TB, base string, poolA, poolB []string) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	sock, err := os.MkdirTemp("", "ts")
