@@ -434,13 +434,14 @@ func (*timeoutError) Temporary() bool { return true }
 // reads net/http's body (src), or, for a response parsed by readResponse,
 // the next n bytes of the connection.
 type h1Body struct {
-	src   io.ReadCloser
-	n     int64
-	c     *h1Conn
-	t     *h1Transport
-	stop  func() bool
-	reuse bool
-	done  bool
+	src    io.ReadCloser
+	n      int64
+	c      *h1Conn
+	t      *h1Transport
+	stop   func() bool
+	reuse  bool
+	done   bool
+	closed func() // called once, at the first Close: the server's in-flight count
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -488,6 +489,10 @@ func (b *h1Body) Close() error {
 	if !b.done {
 		// An empty body read to its end or not leaves the connection fit.
 		b.finish(b.src == nil && b.n == 0)
+	}
+	if f := b.closed; f != nil {
+		b.closed = nil
+		f()
 	}
 	return nil
 }

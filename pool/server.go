@@ -75,6 +75,8 @@ type Server struct {
 	// requests take mu only while somebody waits.
 	draining atomic.Int32
 
+	doneFn func() // done, bound once: a response body calls it when closed
+
 	mu       sync.Mutex // guards upgraded and idle
 	upgraded map[*upgradedConn]struct{}
 	idle     chan struct{} // closed when inFlight reaches zero during a drain
@@ -82,6 +84,7 @@ type Server struct {
 
 func newServer(p *Pool, spec config.Server, o TransportOptions) *Server {
 	s := &Server{pool: p, spec: spec, upgraded: make(map[*upgradedConn]struct{})}
+	s.doneFn = s.done
 	s.weight.Store(int64(max(spec.Weight, 1)))
 	s.setTransport(o)
 	return s
@@ -197,7 +200,7 @@ func (s *Server) Exchange(req *http.Request, msg []byte) (*http.Response, error)
 		}
 		return nil, fmt.Errorf("%s: %w", s.Key(), err)
 	}
-	resp.Body = &countedBody{ReadCloser: resp.Body, server: s}
+	resp.Body.(*h1Body).closed = s.doneFn
 	return resp, nil
 }
 

@@ -560,7 +560,7 @@ func (w *frontWriter) WriteHeader(code int) {
 		h["Connection"] = []string{"keep-alive"} // HTTP/1.0 closes otherwise
 	}
 	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{httpDate()}
+		h["Date"] = httpDate()
 	}
 	w.writeStatus(code)
 	for k, vv := range h {
@@ -664,20 +664,21 @@ func (w *frontWriter) announced(k string) bool {
 	return false
 }
 
-// httpDate is the Date header, formatted once a second.
-func httpDate() string {
+// httpDate is the Date header's value, formatted once a second. The slice
+// is shared by every response of that second: nobody writes to it.
+func httpDate() []string {
 	now := time.Now().Unix()
 	if d := cachedDate.Load(); d != nil && d.at == now {
-		return d.text
+		return d.value
 	}
-	d := &dateText{at: now, text: time.Unix(now, 0).UTC().Format(http.TimeFormat)}
+	d := &dateText{at: now, value: []string{time.Unix(now, 0).UTC().Format(http.TimeFormat)}}
 	cachedDate.Store(d)
-	return d.text
+	return d.value
 }
 
 type dateText struct {
-	at   int64
-	text string
+	at    int64
+	value []string
 }
 
 var cachedDate atomic.Pointer[dateText]

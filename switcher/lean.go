@@ -34,12 +34,15 @@ func leanRequest(r *http.Request) bool {
 	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Transfer-Encoding"]) == 0
 }
 
-// hopByHop are the headers that describe one connection, not the message
-// (RFC 9110 section 7.6.1); they are never forwarded.
-var hopByHop = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
-	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
-	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+// hopByHop reports whether k (canonical) is a header that describes one
+// connection, not the message (RFC 9110 section 7.6.1): never forwarded.
+func hopByHop(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
 }
 
 // connectionListed returns the headers a Connection header names, which are
@@ -87,7 +90,7 @@ func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
 	b = append(b, r.Host...)
 	b = append(b, "\r\n"...)
 	for k, vv := range r.Header {
-		if hopByHop[k] || listed[k] {
+		if hopByHop(k) || listed[k] {
 			continue
 		}
 		switch k {
@@ -195,7 +198,7 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 	h := w.Header()
 	listed := connectionListed(resp.Header)
 	for k, vv := range resp.Header {
-		if !hopByHop[k] && !listed[k] {
+		if !hopByHop(k) && !listed[k] {
 			h[k] = vv
 		}
 	}
