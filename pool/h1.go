@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/turnout/turnout/internal/deadline"
 )
 
 // h1Transport is a lean HTTP/1.1 client for one server. Unlike
@@ -47,8 +49,8 @@ type h1Conn struct {
 	net.Conn
 	idleSince time.Time
 	br        *bufio.Reader
-	deadline  time.Time // the read deadline set, so that most requests set none
-	nread     int64     // bytes read since the request was written
+	deadline  deadline.Read // moved only when it must: most requests set none
+	nread     int64         // bytes read since the request was written
 
 	raw     syscall.RawConn // for alive's peek; nil when not a socket
 	peek    func(fd uintptr)
@@ -303,7 +305,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	}
 	now := time.Now()
 	if t.headerTimeout > 0 {
-		c.readWithin(now, t.headerTimeout)
+		c.deadline.Within(c.Conn, now, t.headerTimeout)
 	}
 	err := c.send(msg)
 	written := now
@@ -346,7 +348,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	// then nothing more is read from the connection before the next
 	// request sets its own deadline, and a system call is saved.
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
-		c.setReadDeadline(time.Time{})
+		c.deadline.Set(c.Conn, time.Time{})
 	}
 	reuse := !resp.Close && !req.Close
 	resp.Body = &h1Body{src: resp.Body, n: bodyLen, c: c, t: t, stop: stop, reuse: reuse}
@@ -400,22 +402,6 @@ func (c *h1Conn) sendOnce(fd uintptr) bool {
 // noStop stands for context.AfterFunc's stop when the context can never
 // be cancelled.
 func noStop() bool { return true }
-
-// setReadDeadline sets c's read deadline to t (zero: none).
-func (c *h1Conn) setReadDeadline(t time.Time) {
-	c.deadline = t
-	c.SetReadDeadline(t)
-}
-
-// readWithin makes sure that the next read fails if it waits longer than
-// d from now, give or take a tenth of d (at most a second): a connection
-// reused at once keeps its deadline, and most requests save a timer update.
-func (c *h1Conn) readWithin(now time.Time, d time.Duration) {
-	want := now.Add(d)
-	if c.deadline.IsZero() || c.deadline.Before(want.Add(-min(d/10, time.Second))) || c.deadline.After(want) {
-		c.setReadDeadline(want)
-	}
-}
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
@@ -131,9 +132,7 @@ type frontConn struct {
 	idle atomic.Bool // waiting for a request
 	cr   *connReader
 
-	// deadline is the read deadline set on c, so that a request sets it
-	// only when it must move by more than deadlineSlack.
-	deadline time.Time
+	deadline deadline.Read // moved only when it must: most requests set none
 
 	// One request at a time: what it is parsed into is reused, so a plain
 	// request allocates little more than its head as one string. base is
@@ -180,26 +179,7 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 }
 
 // setReadDeadline sets c's read deadline to t (zero: none).
-func (fc *frontConn) setReadDeadline(t time.Time) {
-	fc.deadline = t
-	fc.c.SetReadDeadline(t)
-}
-
-// readWithin makes sure that the next read fails if it waits longer than
-// d, give or take deadlineSlack(d): most requests then set no deadline at
-// all, each of which costs a timer update.
-func (fc *frontConn) readWithin(now time.Time, d time.Duration) {
-	want := now.Add(d)
-	if fc.deadline.IsZero() || fc.deadline.Before(want.Add(-deadlineSlack(d))) || fc.deadline.After(want) {
-		fc.setReadDeadline(want)
-	}
-}
-
-// deadlineSlack is how much earlier than asked a reused deadline may fire:
-// a tenth of the timeout, at most a second.
-func deadlineSlack(d time.Duration) time.Duration {
-	return min(d/10, time.Second)
-}
+func (fc *frontConn) setReadDeadline(t time.Time) { fc.deadline.Set(fc.c, t) }
 
 var frontWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
 
@@ -236,7 +216,7 @@ func (fc *frontConn) serve() {
 			return
 		}
 		if len(cr.buffered()) == 0 {
-			fc.readWithin(time.Now(), f.idleTimeout)
+			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
 			if cr.fill() != nil {
 				return
 			}
@@ -333,13 +313,6 @@ var (
 // headBuffered reports whether buf holds a whole request head.
 func headBuffered(buf []byte) bool {
 	return bytes.Contains(buf, []byte("\r\n\r\n")) || bytes.Contains(buf, []byte("\n\n"))
-}
-
-// plainRequest reports whether the front serves the request whose head is
-// head (see parseRequest).
-func plainRequest(head []byte) bool {
-	fc := &frontConn{header: make(http.Header)}
-	return fc.parseRequest(head) != nil
 }
 
 // parseRequest parses head, a whole request head, into fc's request and
@@ -570,12 +543,7 @@ func (w *frontWriter) WriteHeader(code int) {
 		if k == "Trailer" && !w.chunked {
 			continue
 		}
-		for _, v := range vv {
-			w.bw.WriteString(k)
-			w.bw.WriteString(": ")
-			w.bw.WriteString(v)
-			w.bw.WriteString("\r\n")
-		}
+		w.writeField(k, vv)
 	}
 	_, w.err = w.bw.WriteString("\r\n")
 }
@@ -641,15 +609,20 @@ func (w *frontWriter) finish() error {
 		if !announced && !w.announced(k) {
 			continue
 		}
-		for _, v := range vv {
-			w.bw.WriteString(name)
-			w.bw.WriteString(": ")
-			w.bw.WriteString(v)
-			w.bw.WriteString("\r\n")
-		}
+		w.writeField(name, vv)
 	}
 	_, w.err = w.bw.WriteString("\r\n")
 	return w.err
+}
+
+// writeField writes a header or trailer field, once per value.
+func (w *frontWriter) writeField(name string, values []string) {
+	for _, v := range values {
+		w.bw.WriteString(name)
+		w.bw.WriteString(": ")
+		w.bw.WriteString(v)
+		w.bw.WriteString("\r\n")
+	}
 }
 
 // announced reports whether k was declared in the Trailer header.

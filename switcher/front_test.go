@@ -144,6 +144,13 @@ func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
 	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
 }
 
+// plainRequest reports whether the front serves the request whose head is
+// head itself.
+func plainRequest(head []byte) bool {
+	fc := &frontConn{header: make(http.Header)}
+	return fc.parseRequest(head) != nil
+}
+
 func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
 	for _, tc := range []struct {
 		head string
