@@ -164,25 +164,25 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
-// response has no body). A connection that fails before a byte of the
+// response has no body). fields is as readResponse returns it. A connection that fails before a byte of the
 // response is replaced when the request may go again: always after
 // errUnread, for an idempotent request after errStale; a few times at most.
-func (t *h1Transport) exchange(req *http.Request, msg []byte) (*http.Response, error) {
+func (t *h1Transport) exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
 	idempotent := Idempotent(req)
 	for attempt := 1; ; attempt++ {
 		c, err := t.conn(req.Context())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		resp, err := t.roundTrip(c, req, msg)
+		resp, fields, err := t.roundTrip(c, req, msg)
 		if err == nil {
-			return resp, nil
+			return resp, fields, nil
 		}
 		c.Close()
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
 			continue
 		}
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -293,7 +293,7 @@ func (t *h1Transport) CloseIdleConnections() {
 }
 
 // roundTrip writes the request on c and reads the response headers.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http.Response, error) {
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http.Response, []byte, error) {
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
@@ -312,26 +312,27 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if err != nil {
 		stop()
 		if ctx.Err() == nil {
-			return nil, c.staleError(err, len(msg), 0)
+			return nil, nil, c.staleError(err, len(msg), 0)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	var (
 		resp    *http.Response
+		fields  []byte
 		bodyLen int64
 	)
 	for {
 		var err error
-		resp, bodyLen, err = c.readResponse(req)
+		resp, fields, bodyLen, err = c.readResponse(req)
 		if err != nil {
 			stop()
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, c.staleError(err, len(msg), time.Since(written))
+				return nil, nil, c.staleError(err, len(msg), time.Since(written))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
-				return nil, &timeoutError{}
+				return nil, nil, &timeoutError{}
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
@@ -340,7 +341,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
 				stop()
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
@@ -352,7 +353,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	}
 	reuse := !resp.Close && !req.Close
 	resp.Body = &h1Body{src: resp.Body, n: bodyLen, c: c, t: t, stop: stop, reuse: reuse}
-	return resp, nil
+	return resp, fields, nil
 }
 
 // send writes msg, and when it went out whole, returns only once the

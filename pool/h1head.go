@@ -5,36 +5,35 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/textproto"
 	"strconv"
-	"strings"
 
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // readResponse reads the next response head on c. The common response —
 // HTTP/1.1, final status, a body of declared length (or none) — is parsed
-// in place: one string for the whole head and no textproto reader. Anything
-// else (1xx, chunked or close-delimited bodies, HTTP/1.0, a head larger
-// than the buffer, odd fields) is left in the buffer for http.ReadResponse,
-// which parses it as it always does. A response parsed here has no Body:
+// in place: its header fields stay as sent, in fields, which is valid until
+// the body is first read; resp.Header is nil. Anything else (1xx, chunked
+// or close-delimited bodies, HTTP/1.0, a head larger than the buffer, odd
+// fields) is left in the buffer for http.ReadResponse, which parses it as it
+// always does; fields is then nil. A response parsed here has no Body:
 // bodyLen bytes of it follow in c.br; -1 for one from http.ReadResponse.
-func (c *h1Conn) readResponse(req *http.Request) (resp *http.Response, bodyLen int64, err error) {
+func (c *h1Conn) readResponse(req *http.Request) (resp *http.Response, fields []byte, bodyLen int64, err error) {
 	head, err := c.peekHead()
 	if err != nil && err != errLongHead {
 		if err == io.EOF && c.nread > 0 {
 			err = io.ErrUnexpectedEOF // what http.ReadResponse says of a cut head
 		}
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	if err == nil {
-		if r, n := parseResponseHead(string(head), req); r != nil {
-			c.br.Discard(len(head))
-			return r, n, nil
+		if r, f, n := parseResponseHead(head, req); r != nil {
+			c.br.Discard(len(head)) // the bytes stay in the buffer until the next read
+			return r, f, n, nil
 		}
 	}
 	resp, err = http.ReadResponse(c.br, req)
-	return resp, -1, err
+	return resp, nil, -1, err
 }
 
 // errLongHead sends a response head to http.ReadResponse: it is larger
@@ -63,57 +62,50 @@ func (c *h1Conn) peekHead() ([]byte, error) {
 }
 
 // parseResponseHead parses a response head to the *http.Response that
-// http.ReadResponse would make of it, with Body nil; nil when the response
-// is not one it takes (see readResponse). bodyLen is the length of the body
-// that follows the head.
-func parseResponseHead(text string, req *http.Request) (resp *http.Response, bodyLen int64) {
-	line, rest, _ := strings.Cut(text, "\r\n")
-	proto, status, ok := strings.Cut(line, " ")
-	if !ok || proto != "HTTP/1.1" || len(status) < 3 || len(status) > 3 && status[3] != ' ' || !httpsyntax.FieldValue(status) {
-		return nil, 0
+// http.ReadResponse would make of it, but with Header and Body nil: the
+// header fields are left as sent, in fields (every line with its CRLF). It
+// returns nil when the response is not one it takes (see readResponse).
+// bodyLen is the length of the body that follows the head.
+func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, fields []byte, bodyLen int64) {
+	eol := bytes.Index(head, []byte("\r\n"))
+	line := head[:eol]
+	fields = head[eol+2 : len(head)-2]
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !httpsyntax.FieldValue(line) {
+		return nil, nil, 0
 	}
-	code, err := strconv.Atoi(status[:3])
-	if err != nil || code < 200 || code > 599 {
-		return nil, 0
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, nil, 0
+		}
+		code = code*10 + int(c-'0')
 	}
-	n := strings.Count(rest, "\r\n") - 1 // the fields; the last CRLF ends the head
-	values := make([]string, 0, max(n, 0))
-	h := make(http.Header, n)
+	if code < 200 || code > 599 {
+		return nil, nil, 0
+	}
 	length := int64(-1)
 	closing := false
-	for rest != "" {
-		var field string
-		field, rest, _ = strings.Cut(rest, "\r\n")
-		if field == "" {
-			continue
+	for rest := fields; len(rest) > 0; {
+		eol := bytes.Index(rest, []byte("\r\n"))
+		field := rest[:eol]
+		rest = rest[eol+2:]
+		colon := bytes.IndexByte(field, ':')
+		if colon < 0 || !httpsyntax.Token(field[:colon]) || !httpsyntax.FieldValue(field[colon+1:]) {
+			return nil, nil, 0
 		}
-		name, value, ok := strings.Cut(field, ":")
-		if !ok || !httpsyntax.Token(name) || !httpsyntax.FieldValue(value) {
-			return nil, 0
-		}
-		value = strings.Trim(value, " \t")
-		key := textproto.CanonicalMIMEHeaderKey(name)
-		switch key {
-		case "Transfer-Encoding", "Trailer":
-			return nil, 0
-		case "Content-Length":
+		name, value := field[:colon], httpsyntax.TrimSpace(field[colon+1:])
+		switch {
+		case httpsyntax.EqualFold(name, "transfer-encoding"), httpsyntax.EqualFold(name, "trailer"):
+			return nil, nil, 0
+		case httpsyntax.EqualFold(name, "content-length"):
 			l, ok := httpsyntax.ContentLength(value)
 			if !ok || length >= 0 {
-				return nil, 0 // invalid or repeated: http.ReadResponse judges it
+				return nil, nil, 0 // invalid or repeated: http.ReadResponse judges it
 			}
 			length = l
-		case "Connection":
+		case httpsyntax.EqualFold(name, "connection"):
 			closing = closing || httpsyntax.HasToken(value, "close")
 		}
-		if vv := h[key]; vv != nil {
-			h[key] = append(vv, value)
-			continue
-		}
-		values = append(values, value)
-		h[key] = values[len(values)-1 : len(values) : len(values)]
-	}
-	if closing {
-		delete(h, "Connection") // as http.ReadResponse does
 	}
 	bodyLen = length
 	switch {
@@ -122,17 +114,35 @@ func parseResponseHead(text string, req *http.Request) (resp *http.Response, bod
 	case code == http.StatusNoContent || code == http.StatusNotModified:
 		length, bodyLen = 0, 0
 	case length < 0:
-		return nil, 0 // delimited by the close: http.ReadResponse reads it
+		return nil, nil, 0 // delimited by the close: http.ReadResponse reads it
 	}
 	return &http.Response{
-		Status:        status,
+		Status:        statusText(code, line[9:]),
 		StatusCode:    code,
-		Proto:         proto,
+		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        h,
 		ContentLength: length,
 		Close:         closing,
 		Request:       req,
-	}, bodyLen
+	}, fields, bodyLen
+}
+
+// statusLines holds "200 OK" and the like for every code with a reason
+// phrase, so that the usual status costs no allocation.
+var statusLines = func() (lines [600]string) {
+	for code := 200; code < len(lines); code++ {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+// statusText returns status (code and reason as sent) as a string.
+func statusText(code int, status []byte) string {
+	if s := statusLines[code]; s == string(status) {
+		return s
+	}
+	return string(status)
 }

@@ -190,18 +190,25 @@ func (s *Server) Release() { s.done() }
 // a blank line and the body) over a kept-alive HTTP/1.1 connection, and
 // returns the response with its headers read; req gives the context and the
 // method. Errors and the in-flight count are as for RoundTrip.
-func (s *Server) Exchange(req *http.Request, msg []byte) (*http.Response, error) {
-	resp, err := s.transport.Load().lean.exchange(req, msg)
+//
+// The common response (HTTP/1.1, a final status, a declared length) keeps
+// its header fields as the server sent them: resp.Header is nil and fields
+// holds the lines ("Name: value\r\n" each, names in any case, values
+// checked but not trimmed). fields stays valid until the body is first
+// read or closed. For any other response, fields is nil and resp.Header is
+// as net/http parses it.
+func (s *Server) Exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
+	resp, fields, err = s.transport.Load().lean.exchange(req, msg)
 	if err != nil {
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("%s: %w", s.Key(), err)
+		return nil, nil, fmt.Errorf("%s: %w", s.Key(), err)
 	}
 	resp.Body.(*h1Body).closed = s.doneFn
-	return resp, nil
+	return resp, fields, nil
 }
 
 func (s *Server) done() {

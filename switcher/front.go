@@ -504,23 +504,49 @@ func (w *frontWriter) WriteHeader(code int) {
 	if w.wroteHeader || w.err != nil {
 		return
 	}
-	if w.bw == nil {
-		w.bw = frontWriters.Get().(*bufio.Writer)
-		w.bw.Reset(w.c)
-	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// An informational answer (103 Early Hints) goes out at once.
+		w.takeBuffer()
 		w.writeStatus(code)
 		w.header.Write(w.bw)
 		w.bw.WriteString("\r\n")
 		w.err = w.bw.Flush()
 		return
 	}
+	_, date := w.header["Date"]
+	w.writeHead(code, &rawHead{date: date, length: len(w.header["Content-Length"]) > 0})
+}
+
+// writeRawHeader is WriteHeader for an upstream response whose fields come
+// as sent (see rawHead): they are written as they are, then the header
+// map's and the front's own.
+func (w *frontWriter) writeRawHeader(code int, h *rawHead) bool {
+	if code < 200 {
+		return false
+	}
+	if !w.wroteHeader && w.err == nil {
+		w.writeHead(code, h)
+	}
+	return true
+}
+
+// takeBuffer takes a write buffer when the response begins.
+func (w *frontWriter) takeBuffer() {
+	if w.bw == nil {
+		w.bw = frontWriters.Get().(*bufio.Writer)
+		w.bw.Reset(w.c)
+	}
+}
+
+// writeHead writes the status line, raw's fields, the header map's and the
+// framing and Date fields the response needs.
+func (w *frontWriter) writeHead(code int, raw *rawHead) {
+	w.takeBuffer()
 	w.wroteHeader, w.status = true, code
 	h := w.header
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	switch {
-	case len(h["Content-Length"]) > 0 || w.noBody:
+	case raw.length || w.noBody:
 	case w.req.ProtoAtLeast(1, 1):
 		w.chunked = true
 		h["Transfer-Encoding"] = []string{"chunked"}
@@ -532,10 +558,11 @@ func (w *frontWriter) WriteHeader(code int) {
 	} else if !w.req.ProtoAtLeast(1, 1) {
 		h["Connection"] = []string{"keep-alive"} // HTTP/1.0 closes otherwise
 	}
-	if _, ok := h["Date"]; !ok {
+	if !raw.date {
 		h["Date"] = httpDate()
 	}
 	w.writeStatus(code)
+	w.bw.Write(raw.fields)
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue

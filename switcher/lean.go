@@ -1,6 +1,7 @@
 package switcher
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pool"
 )
 
@@ -173,10 +175,13 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	}
 	*bp = buf
 
-	var resp *http.Response
+	var (
+		resp   *http.Response
+		fields []byte
+	)
 	err := s.deliver(r, func() bool { return false }, func(srv *pool.Server) error {
 		var err error
-		resp, err = srv.Exchange(r, buf)
+		resp, fields, err = srv.Exchange(r, buf)
 		return err
 	})
 	if err != nil {
@@ -188,8 +193,120 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 		onError(w, r, &interceptedError{status: resp.StatusCode})
 		return
 	}
+	if fields != nil {
+		// The request is sent: its buffer takes the fields that are kept.
+		stream := s.writeRawHead(w, resp, fields, buf[:0])
+		s.copyBody(w, resp, stream)
+		return
+	}
 	s.writeResponse(w, resp)
 }
+
+// rawHeadWriter is a ResponseWriter that sends header fields as the
+// upstream sent them (the front's own writer), instead of from its Header
+// map; it reports false when it cannot.
+type rawHeadWriter interface {
+	writeRawHeader(code int, h *rawHead) bool
+}
+
+// rawHead is an upstream response's header fields as sent, lines with
+// their CRLF, less the hop-by-hop ones, with what a writer must know of
+// them.
+type rawHead struct {
+	fields []byte
+	date   bool // a Date field is among them
+	length bool // a Content-Length field is among them
+	stream bool // Content-Type: text/event-stream
+}
+
+// writeRawHead writes the status and header fields of a response whose
+// fields pool.Server.Exchange left as sent, leaving out the hop-by-hop ones
+// (copied into scratch only when one must go); the body is copyBody's to
+// write. fields must be written before the body is read: they are in the
+// upstream connection's buffer. It reports whether the body is an event
+// stream.
+func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields, scratch []byte) (eventStream bool) {
+	var listed [][]byte // the names a Connection field lists: hop-by-hop too
+	for rest := fields; len(rest) > 0; {
+		name, value, next := splitField(rest)
+		rest = next
+		if httpsyntax.EqualFold(name, "connection") {
+			for len(value) > 0 {
+				var token []byte
+				token, value, _ = bytes.Cut(value, []byte(","))
+				if token = httpsyntax.TrimSpace(token); len(token) > 0 {
+					listed = append(listed, token)
+				}
+			}
+		}
+	}
+	h := rawHead{fields: fields}
+	dropped := false
+	for rest := fields; len(rest) > 0; {
+		line := rest
+		name, value, next := splitField(rest)
+		line, rest = line[:len(line)-len(next)], next
+		drop := hopByHopName(name)
+		for _, l := range listed {
+			drop = drop || bytes.EqualFold(name, l)
+		}
+		switch {
+		case drop:
+			if !dropped {
+				dropped = true
+				scratch = append(scratch, fields[:len(fields)-len(line)-len(rest)]...)
+			}
+			continue
+		case httpsyntax.EqualFold(name, "date"):
+			h.date = true
+		case httpsyntax.EqualFold(name, "content-length"):
+			h.length = true
+		case httpsyntax.EqualFold(name, "content-type"):
+			h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(value), []byte("text/event-stream"))
+		}
+		if dropped {
+			scratch = append(scratch, line...)
+		}
+	}
+	if dropped {
+		h.fields = scratch
+	}
+	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, &h) {
+		return h.stream
+	}
+	// Another writer (net/http's, for a connection the front handed over):
+	// through the Header map.
+	m := w.Header()
+	for rest := h.fields; len(rest) > 0; {
+		name, value, next := splitField(rest)
+		rest = next
+		m.Add(string(name), string(httpsyntax.TrimSpace(value)))
+	}
+	w.WriteHeader(resp.StatusCode)
+	return h.stream
+}
+
+// splitField returns the first field line of fields (which pool checked:
+// every line has a colon and ends in CRLF): its name, its value as sent
+// and the lines after it.
+func splitField(fields []byte) (name, value, rest []byte) {
+	eol := bytes.Index(fields, []byte("\r\n"))
+	name, value, _ = bytes.Cut(fields[:eol], []byte(":"))
+	return name, value, fields[eol+2:]
+}
+
+// hopByHopName is hopByHop for a field name in any case.
+func hopByHopName(name []byte) bool {
+	for _, k := range hopByHopLower {
+		if httpsyntax.EqualFold(name, k) {
+			return true
+		}
+	}
+	return false
+}
+
+var hopByHopLower = []string{"connection", "proxy-connection", "keep-alive", "proxy-authenticate",
+	"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
 
 // writeResponse copies an upstream response to the client: end-to-end
 // headers, the body (flushed at once when it is a stream: server-sent
@@ -210,8 +327,16 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
+	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
+}
+
+// copyBody copies the body and trailers of resp, whose head is written,
+// flushing at once when it is a stream: an event stream, or of unknown
+// length.
+func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool) {
+	h := w.Header()
 	flusher, _ := w.(http.Flusher)
-	stream := flusher != nil && (resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
+	stream := flusher != nil && (resp.ContentLength < 0 || eventStream)
 	if stream {
 		flusher.Flush()
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -124,5 +125,86 @@ func TestSwitchRequestDuringAnotherSwitchIsAConflict(t *testing.T) {
 	cancel()
 	if err := <-warming; !errors.Is(err, ErrAborted) {
 		t.Fatalf("cancelled switch: %v, want aborted", err)
+	}
+}
+
+// cannedBackend answers each request with answers[path], as raw bytes.
+func cannedBackend(t *testing.T, answers map[string]string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					answer, ok := answers[req.URL.Path]
+					if !ok {
+						answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+					}
+					io.WriteString(c, answer)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// The upstream's header fields reach the client as sent, less the
+// hop-by-hop ones, whether the front writes them or net/http does (a
+// connection the front handed over).
+func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
+	addr := cannedBackend(t, map[string]string{
+		"/hop": "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nConnection: keep-alive, X-Hop\r\n" +
+			"Keep-Alive: timeout=5\r\nX-Hop: secret\r\nproxy-connection: x\r\nX-Kept:  spaced  \r\n" +
+			"x-many: 1\r\nX-Many: 2\r\nContent-Length: 3\r\n\r\nhop",
+		"/dated": "HTTP/1.1 201 Made\r\ndate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 5\r\n\r\ndated",
+		"/close": "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose",
+		"/none":  "HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n",
+	})
+	h := startSwitcher(t, "", []string{addr}, []string{addr})
+	proxy := strings.TrimPrefix(h.proxy, "http://")
+	for _, handedOff := range []bool{false, true} {
+		extra := ""
+		if handedOff {
+			extra = "X-Big: " + strings.Repeat("b", 5000) + "\r\n" // larger than the front's buffer
+		}
+		got := rawExchange(t, proxy, "GET /hop HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
+			"GET /dated HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
+			"GET /close HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
+			"GET /none HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n", 4)
+		if len(got) != 4 {
+			t.Fatalf("handed off %v: %d responses, want 4 on one connection", handedOff, len(got))
+		}
+		hop, dated, closed, none := got[0], got[1], got[2], got[3]
+		for _, k := range []string{"Connection", "Keep-Alive", "X-Hop", "Proxy-Connection"} {
+			if v := hop.Header.Values(k); len(v) > 0 {
+				t.Errorf("handed off %v: hop-by-hop %s: %q reached the client", handedOff, k, v)
+			}
+		}
+		if hop.Header.Get("Content-Type") != "text/plain" || hop.Header.Get("X-Kept") != "spaced" ||
+			!reflect.DeepEqual(hop.Header.Values("X-Many"), []string{"1", "2"}) || len(hop.Header.Values("Date")) != 1 || bodyOf(hop) != "hop" {
+			t.Errorf("handed off %v: /hop gave %v, want its end-to-end fields, one Date and its body", handedOff, hop.Header)
+		}
+		if v := dated.Header.Values("Date"); dated.StatusCode != 201 || len(v) != 1 || v[0] != "Mon, 02 Jan 2006 15:04:05 GMT" || bodyOf(dated) != "dated" {
+			t.Errorf("handed off %v: /dated gave %d %v, want 201 with the upstream's one Date", handedOff, dated.StatusCode, dated.Header)
+		}
+		if closed.Close || bodyOf(closed) != "close" {
+			t.Errorf("handed off %v: the upstream's Connection: close reached the client (close %v)", handedOff, closed.Close)
+		}
+		if none.StatusCode != http.StatusNoContent || none.Header.Get("X-A") != "b" {
+			t.Errorf("handed off %v: /none gave %d %v", handedOff, none.StatusCode, none.Header)
+		}
 	}
 }

@@ -370,6 +370,19 @@ func (w *recorder) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// writeRawHeader passes a raw upstream head on to a writer that takes one
+// (see rawHeadWriter), and records its status.
+func (w *recorder) writeRawHeader(code int, h *rawHead) bool {
+	rw, ok := w.ResponseWriter.(rawHeadWriter)
+	if !ok || !rw.writeRawHeader(code, h) {
+		return false
+	}
+	if w.code == 0 {
+		w.code = code
+	}
+	return true
+}
+
 func (w *recorder) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK

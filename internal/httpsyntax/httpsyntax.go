@@ -4,7 +4,7 @@
 package httpsyntax
 
 import (
-	"strconv"
+	"math"
 	"strings"
 )
 
@@ -16,9 +16,12 @@ var tokenByte = func() (t [256]bool) {
 	return t
 }()
 
+// Text is what the checks take: a string, or bytes still in a read buffer.
+type Text interface{ ~string | ~[]byte }
+
 // Token reports whether s is a token: a method or a header field name.
-func Token(s string) bool {
-	if s == "" {
+func Token[T Text](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -30,7 +33,7 @@ func Token(s string) bool {
 }
 
 // FieldValue reports whether s holds no control character but tab.
-func FieldValue(s string) bool {
+func FieldValue[T Text](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -40,24 +43,70 @@ func FieldValue(s string) bool {
 }
 
 // HasToken reports whether the comma-separated list v holds token,
-// ignoring case (a Connection header holding "close").
-func HasToken(v, token string) bool {
-	for t := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.Trim(t, " \t"), token) {
+// ignoring case (a Connection header holding "close"); token is in lower
+// case.
+func HasToken[T Text](v T, token string) bool {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		if EqualFold(TrimSpace(v[:i]), token) {
 			return true
 		}
+		if i == len(v) {
+			break
+		}
+		v = v[i+1:]
 	}
 	return false
 }
 
 // ContentLength parses a Content-Length value as net/http does: digits
 // only (no sign), at most 2^63-1.
-func ContentLength(v string) (int64, bool) {
-	if v == "" || v[0] < '0' || v[0] > '9' {
+func ContentLength[T Text](v T) (int64, bool) {
+	if len(v) == 0 {
 		return 0, false
 	}
-	n, err := strconv.ParseUint(v, 10, 63)
-	return int64(n), err == nil
+	var n uint64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' || n > (math.MaxInt64-uint64(c-'0'))/10 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return int64(n), true
+}
+
+// EqualFold reports whether s is lower, ignoring ASCII case; lower must be
+// in lower case (a header field name).
+func EqualFold[T Text](s T, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TrimSpace returns s without its leading and trailing spaces and tabs
+// (optional whitespace around a field value).
+func TrimSpace[T Text](s T) T {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // Set is a set of bytes, for checks on the characters of a URL or a host.

@@ -43,9 +43,30 @@ func TestSet(t *testing.T) {
 
 func TestContentLength(t *testing.T) {
 	for v, want := range map[string]bool{"0": true, "12": true, "9223372036854775807": true,
-		"": false, "+5": false, "-0": false, " 5": false, "5x": false, "9223372036854775808": false} {
+		"": false, "+5": false, "-0": false, " 5": false, "5x": false, "9223372036854775808": false, "18446744073709551616": false, "99999999999999999999": false} {
 		if _, ok := ContentLength(v); ok != want {
 			t.Errorf("ContentLength(%q) ok = %v, want %v", v, ok, want)
 		}
+	}
+}
+
+func TestContentLengthValue(t *testing.T) {
+	if n, ok := ContentLength([]byte("9223372036854775807")); !ok || n != 1<<63-1 {
+		t.Errorf("ContentLength(max) = %d, %v", n, ok)
+	}
+	if n, ok := ContentLength("0042"); !ok || n != 42 {
+		t.Errorf("ContentLength(0042) = %d, %v", n, ok)
+	}
+}
+
+func TestEqualFoldAndTrimSpace(t *testing.T) {
+	if !EqualFold([]byte("Content-LENGTH"), "content-length") || EqualFold("content-lengt", "content-length") || EqualFold("Date", "data") {
+		t.Error("EqualFold")
+	}
+	if got := TrimSpace(" \t a b \t"); got != "a b" {
+		t.Errorf("TrimSpace = %q", got)
+	}
+	if got := TrimSpace([]byte("  ")); len(got) != 0 {
+		t.Errorf("TrimSpace of blanks = %q", got)
 	}
 }
