@@ -170,11 +170,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (t *h1Transport) exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
 	idempotent := Idempotent(req)
 	for attempt := 1; ; attempt++ {
-		c, err := t.conn(req.Context())
+		now := time.Now()
+		c, err := t.conn(req.Context(), now)
 		if err != nil {
 			return nil, nil, err
 		}
-		resp, fields, err := t.roundTrip(c, req, msg)
+		resp, fields, err := t.roundTrip(c, req, msg, now)
 		if err == nil {
 			return resp, fields, nil
 		}
@@ -202,7 +203,7 @@ func Idempotent(r *http.Request) bool {
 }
 
 // conn returns a live idle connection, or dials a new one.
-func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
+func (t *h1Transport) conn(ctx context.Context, now time.Time) (*h1Conn, error) {
 	for {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -214,7 +215,7 @@ func (t *h1Transport) conn(ctx context.Context) (*h1Conn, error) {
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if time.Since(c.idleSince) < idleTimeout && c.alive() {
+		if now.Sub(c.idleSince) < idleTimeout && c.alive() {
 			return c, nil
 		}
 		c.Close()
@@ -292,8 +293,9 @@ func (t *h1Transport) CloseIdleConnections() {
 	}
 }
 
-// roundTrip writes the request on c and reads the response headers.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http.Response, []byte, error) {
+// roundTrip writes the request on c, at now, and reads the response
+// headers.
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time) (*http.Response, []byte, error) {
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
@@ -303,7 +305,6 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if testBeforeWrite != nil {
 		testBeforeWrite(c)
 	}
-	now := time.Now()
 	if t.headerTimeout > 0 {
 		c.deadline.Within(c.Conn, now, t.headerTimeout)
 	}
@@ -320,10 +321,11 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 		resp    *http.Response
 		fields  []byte
 		bodyLen int64
+		body    = &h1Body{c: c, t: t, stop: stop} // with room for the response: one allocation
 	)
 	for {
 		var err error
-		resp, fields, bodyLen, err = c.readResponse(req)
+		resp, fields, bodyLen, err = c.readResponse(req, &body.resp)
 		if err != nil {
 			stop()
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
@@ -351,8 +353,8 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte) (*http
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
 		c.deadline.Set(c.Conn, time.Time{})
 	}
-	reuse := !resp.Close && !req.Close
-	resp.Body = &h1Body{src: resp.Body, n: bodyLen, c: c, t: t, stop: stop, reuse: reuse}
+	body.src, body.n, body.reuse = resp.Body, bodyLen, !resp.Close && !req.Close
+	resp.Body = body
 	return resp, fields, nil
 }
 
@@ -421,6 +423,7 @@ func (*timeoutError) Temporary() bool { return true }
 // reads net/http's body (src), or, for a response parsed by readResponse,
 // the next n bytes of the connection.
 type h1Body struct {
+	resp   http.Response // the response, when readResponse parsed it in place
 	src    io.ReadCloser
 	n      int64
 	c      *h1Conn

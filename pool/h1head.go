@@ -18,7 +18,8 @@ import (
 // fields) is left in the buffer for http.ReadResponse, which parses it as it
 // always does; fields is then nil. A response parsed here has no Body:
 // bodyLen bytes of it follow in c.br; -1 for one from http.ReadResponse.
-func (c *h1Conn) readResponse(req *http.Request) (resp *http.Response, fields []byte, bodyLen int64, err error) {
+// A response parsed in place is written to into.
+func (c *h1Conn) readResponse(req *http.Request, into *http.Response) (resp *http.Response, fields []byte, bodyLen int64, err error) {
 	head, err := c.peekHead()
 	if err != nil && err != errLongHead {
 		if err == io.EOF && c.nread > 0 {
@@ -27,9 +28,9 @@ func (c *h1Conn) readResponse(req *http.Request) (resp *http.Response, fields []
 		return nil, nil, 0, err
 	}
 	if err == nil {
-		if r, f, n := parseResponseHead(head, req); r != nil {
+		if f, n, ok := parseResponseHead(head, req, into); ok {
 			c.br.Discard(len(head)) // the bytes stay in the buffer until the next read
-			return r, f, n, nil
+			return into, f, n, nil
 		}
 	}
 	resp, err = http.ReadResponse(c.br, req)
@@ -61,27 +62,28 @@ func (c *h1Conn) peekHead() ([]byte, error) {
 	}
 }
 
-// parseResponseHead parses a response head to the *http.Response that
-// http.ReadResponse would make of it, but with Header and Body nil: the
-// header fields are left as sent, in fields (every line with its CRLF). It
-// returns nil when the response is not one it takes (see readResponse).
-// bodyLen is the length of the body that follows the head.
-func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, fields []byte, bodyLen int64) {
+// parseResponseHead parses a response head into resp: what
+// http.ReadResponse would make of it, but with Header and Body nil, the
+// header fields being left as sent, in fields (every line with its CRLF).
+// It reports false, leaving resp alone, when the response is not one it
+// takes (see readResponse). bodyLen is the length of the body that follows
+// the head.
+func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields []byte, bodyLen int64, ok bool) {
 	eol := bytes.Index(head, []byte("\r\n"))
 	line := head[:eol]
 	fields = head[eol+2 : len(head)-2]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !httpsyntax.FieldValue(line) {
-		return nil, nil, 0
+		return nil, 0, false
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return nil, nil, 0
+			return nil, 0, false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 {
-		return nil, nil, 0
+		return nil, 0, false
 	}
 	length := int64(-1)
 	closing := false
@@ -91,16 +93,16 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, fie
 		rest = rest[eol+2:]
 		colon := bytes.IndexByte(field, ':')
 		if colon < 0 || !httpsyntax.Token(field[:colon]) || !httpsyntax.FieldValue(field[colon+1:]) {
-			return nil, nil, 0
+			return nil, 0, false
 		}
 		name, value := field[:colon], httpsyntax.TrimSpace(field[colon+1:])
 		switch {
 		case httpsyntax.EqualFold(name, "transfer-encoding"), httpsyntax.EqualFold(name, "trailer"):
-			return nil, nil, 0
+			return nil, 0, false
 		case httpsyntax.EqualFold(name, "content-length"):
 			l, ok := httpsyntax.ContentLength(value)
 			if !ok || length >= 0 {
-				return nil, nil, 0 // invalid or repeated: http.ReadResponse judges it
+				return nil, 0, false // invalid or repeated: http.ReadResponse judges it
 			}
 			length = l
 		case httpsyntax.EqualFold(name, "connection"):
@@ -114,9 +116,9 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, fie
 	case code == http.StatusNoContent || code == http.StatusNotModified:
 		length, bodyLen = 0, 0
 	case length < 0:
-		return nil, nil, 0 // delimited by the close: http.ReadResponse reads it
+		return nil, 0, false // delimited by the close: http.ReadResponse reads it
 	}
-	return &http.Response{
+	*resp = http.Response{
 		Status:        statusText(code, line[9:]),
 		StatusCode:    code,
 		Proto:         "HTTP/1.1",
@@ -125,7 +127,8 @@ func parseResponseHead(head []byte, req *http.Request) (resp *http.Response, fie
 		ContentLength: length,
 		Close:         closing,
 		Request:       req,
-	}, fields, bodyLen
+	}
+	return fields, bodyLen, true
 }
 
 // statusLines holds "200 OK" and the like for every code with a reason

@@ -66,8 +66,9 @@ func headerOf(fields []byte, closing bool) http.Header {
 
 // parsed is parseResponseHead with the header fields made into a Header.
 func parsed(head string, req *http.Request) *http.Response {
-	resp, fields, _ := parseResponseHead([]byte(head), req)
-	if resp == nil {
+	resp := new(http.Response)
+	fields, _, ok := parseResponseHead([]byte(head), req, resp)
+	if !ok {
 		return nil
 	}
 	if !strings.HasSuffix(head, string(fields)+"\r\n") {

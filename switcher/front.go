@@ -141,6 +141,8 @@ type frontConn struct {
 	req    http.Request
 	base   http.Request
 	header http.Header
+	values []string  // backs the header's values
+	id     [1]string // the X-Request-Id value the front made, if it did
 	url    url.URL
 	body   frontBody
 	remote string
@@ -250,6 +252,11 @@ func (fc *frontConn) serve() {
 			return
 		}
 		cr.discard(len(head))
+		if vv := req.Header["X-Request-Id"]; len(vv) == 0 || vv[0] == "" {
+			// What the handler would do, without a slice of its own.
+			fc.id[0] = newRequestID()
+			req.Header["X-Request-Id"] = fc.id[:]
+		}
 		if req.ContentLength > int64(len(cr.buffered())) {
 			// The body is still on its way: it has the idle timeout to come.
 			fc.setReadDeadline(time.Now().Add(f.idleTimeout))
@@ -348,6 +355,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	}
 	clear(fc.header)
 	h := fc.header
+	values := fc.values[:0]
 	hosts, length, seenLength := 0, int64(0), false
 	var connection string
 	for rest != "" {
@@ -383,8 +391,14 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 		case "Connection":
 			connection += "," + value
 		}
-		h[key] = append(h[key], value)
+		if vv := h[key]; vv != nil {
+			h[key] = append(vv, value) // a repeated field: rare
+			continue
+		}
+		values = append(values, value)
+		h[key] = values[len(values)-1 : len(values) : len(values)]
 	}
+	fc.values = values
 	if hosts > 1 || hosts == 0 && req.ProtoMinor == 1 {
 		return nil
 	}
@@ -476,7 +490,9 @@ type frontWriter struct {
 }
 
 func (w *frontWriter) reset(req *http.Request) {
-	clear(w.header)
+	if len(w.header) > 0 {
+		clear(w.header)
+	}
 	w.req, w.status, w.wroteHeader, w.chunked, w.noBody, w.err = req, 0, false, false, false, nil
 	w.close = req.Close
 }
@@ -520,12 +536,12 @@ func (w *frontWriter) WriteHeader(code int) {
 // writeRawHeader is WriteHeader for an upstream response whose fields come
 // as sent (see rawHead): they are written as they are, then the header
 // map's and the front's own.
-func (w *frontWriter) writeRawHeader(code int, h *rawHead) bool {
+func (w *frontWriter) writeRawHeader(code int, h rawHead) bool {
 	if code < 200 {
 		return false
 	}
 	if !w.wroteHeader && w.err == nil {
-		w.writeHead(code, h)
+		w.writeHead(code, &h)
 	}
 	return true
 }
@@ -563,6 +579,10 @@ func (w *frontWriter) writeHead(code int, raw *rawHead) {
 	}
 	w.writeStatus(code)
 	w.bw.Write(raw.fields)
+	if len(h) == 0 {
+		_, w.err = w.bw.WriteString("\r\n")
+		return
+	}
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue

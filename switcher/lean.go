@@ -206,7 +206,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 // upstream sent them (the front's own writer), instead of from its Header
 // map; it reports false when it cannot.
 type rawHeadWriter interface {
-	writeRawHeader(code int, h *rawHead) bool
+	writeRawHeader(code int, h rawHead) bool
 }
 
 // rawHead is an upstream response's header fields as sent, lines with
@@ -226,44 +226,25 @@ type rawHead struct {
 // upstream connection's buffer. It reports whether the body is an event
 // stream.
 func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields, scratch []byte) (eventStream bool) {
-	var listed [][]byte // the names a Connection field lists: hop-by-hop too
-	for rest := fields; len(rest) > 0; {
-		name, value, next := splitField(rest)
-		rest = next
-		if httpsyntax.EqualFold(name, "connection") {
-			for len(value) > 0 {
-				var token []byte
-				token, value, _ = bytes.Cut(value, []byte(","))
-				if token = httpsyntax.TrimSpace(token); len(token) > 0 {
-					listed = append(listed, token)
-				}
-			}
-		}
-	}
 	h := rawHead{fields: fields}
+	var connection [][]byte // the Connection fields' values, which name hop-by-hop fields too
 	dropped := false
 	for rest := fields; len(rest) > 0; {
-		line := rest
-		name, value, next := splitField(rest)
-		line, rest = line[:len(line)-len(next)], next
-		drop := hopByHopName(name)
-		for _, l := range listed {
-			drop = drop || bytes.EqualFold(name, l)
-		}
-		switch {
-		case drop:
+		eol := bytes.IndexByte(rest, '\n') + 1 // pool checked the fields: each line ends in CRLF, has a colon
+		line := rest[:eol]
+		rest = rest[eol:]
+		colon := bytes.IndexByte(line, ':')
+		if name := line[:colon]; fieldKind(name) == hopField {
+			if httpsyntax.EqualFold(name, "connection") {
+				connection = append(connection, line[colon+1:len(line)-2])
+			}
 			if !dropped {
 				dropped = true
 				scratch = append(scratch, fields[:len(fields)-len(line)-len(rest)]...)
 			}
 			continue
-		case httpsyntax.EqualFold(name, "date"):
-			h.date = true
-		case httpsyntax.EqualFold(name, "content-length"):
-			h.length = true
-		case httpsyntax.EqualFold(name, "content-type"):
-			h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(value), []byte("text/event-stream"))
 		}
+		h.note(line)
 		if dropped {
 			scratch = append(scratch, line...)
 		}
@@ -271,42 +252,121 @@ func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fiel
 	if dropped {
 		h.fields = scratch
 	}
-	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, &h) {
+	if len(connection) > 0 {
+		h = rawHead{fields: dropListed(h.fields, connection)}
+		for rest := h.fields; len(rest) > 0; {
+			eol := bytes.IndexByte(rest, '\n') + 1
+			line := rest[:eol]
+			rest = rest[eol:]
+			h.note(line)
+		}
+	}
+	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, h) {
 		return h.stream
 	}
 	// Another writer (net/http's, for a connection the front handed over):
 	// through the Header map.
 	m := w.Header()
 	for rest := h.fields; len(rest) > 0; {
-		name, value, next := splitField(rest)
-		rest = next
+		eol := bytes.IndexByte(rest, '\n') + 1
+		name, value, _ := bytes.Cut(rest[:eol-2], []byte(":"))
+		rest = rest[eol:]
 		m.Add(string(name), string(httpsyntax.TrimSpace(value)))
 	}
 	w.WriteHeader(resp.StatusCode)
 	return h.stream
 }
 
-// splitField returns the first field line of fields (which pool checked:
-// every line has a colon and ends in CRLF): its name, its value as sent
-// and the lines after it.
-func splitField(fields []byte) (name, value, rest []byte) {
-	eol := bytes.Index(fields, []byte("\r\n"))
-	name, value, _ = bytes.Cut(fields[:eol], []byte(":"))
-	return name, value, fields[eol+2:]
+// note records what a writer must know of a kept field line.
+func (h *rawHead) note(line []byte) {
+	colon := bytes.IndexByte(line, ':')
+	switch fieldKind(line[:colon]) {
+	case dateField:
+		h.date = true
+	case lengthField:
+		h.length = true
+	case typeField:
+		h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(line[colon+1:]), []byte("text/event-stream"))
+	}
 }
 
-// hopByHopName is hopByHop for a field name in any case.
-func hopByHopName(name []byte) bool {
-	for _, k := range hopByHopLower {
-		if httpsyntax.EqualFold(name, k) {
-			return true
+// dropListed removes from fields, in place, those a Connection field names
+// (RFC 9110 section 7.6.1): they are hop-by-hop too.
+func dropListed(fields []byte, connection [][]byte) []byte {
+	if len(connection) == 0 {
+		return fields
+	}
+	kept := fields[:0]
+	for rest := fields; len(rest) > 0; {
+		eol := bytes.IndexByte(rest, '\n') + 1
+		line := rest[:eol]
+		rest = rest[eol:]
+		if !listedIn(connection, line[:bytes.IndexByte(line, ':')]) {
+			kept = append(kept, line...)
+		}
+	}
+	return kept
+}
+
+// listedIn reports whether one of the Connection values names name.
+func listedIn(connection [][]byte, name []byte) bool {
+	for _, v := range connection {
+		for len(v) > 0 {
+			var token []byte
+			token, v, _ = bytes.Cut(v, []byte(","))
+			if bytes.EqualFold(httpsyntax.TrimSpace(token), name) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-var hopByHopLower = []string{"connection", "proxy-connection", "keep-alive", "proxy-authenticate",
-	"proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+// The header fields writeRawHead tells apart.
+const (
+	otherField = iota
+	hopField   // hop-by-hop (RFC 9110 section 7.6.1): never forwarded
+	dateField
+	lengthField
+	typeField
+)
+
+// fieldKind classifies a field name, in any case; by length first, as
+// most names are none of these.
+func fieldKind(name []byte) int {
+	is := func(lower string) bool { return httpsyntax.EqualFold(name, lower) }
+	switch len(name) {
+	case 2:
+		if is("te") {
+			return hopField
+		}
+	case 4:
+		if is("date") {
+			return dateField
+		}
+	case 7:
+		if is("trailer") || is("upgrade") {
+			return hopField
+		}
+	case 10:
+		if is("connection") || is("keep-alive") {
+			return hopField
+		}
+	case 12:
+		if is("content-type") {
+			return typeField
+		}
+	case 14:
+		if is("content-length") {
+			return lengthField
+		}
+	case 16, 17, 18, 19:
+		if is("proxy-connection") || is("transfer-encoding") || is("proxy-authenticate") || is("proxy-authorization") {
+			return hopField
+		}
+	}
+	return otherField
+}
 
 // writeResponse copies an upstream response to the client: end-to-end
 // headers, the body (flushed at once when it is a stream: server-sent

@@ -372,7 +372,7 @@ func (w *recorder) WriteHeader(code int) {
 
 // writeRawHeader passes a raw upstream head on to a writer that takes one
 // (see rawHeadWriter), and records its status.
-func (w *recorder) writeRawHeader(code int, h *rawHead) bool {
+func (w *recorder) writeRawHeader(code int, h rawHead) bool {
 	rw, ok := w.ResponseWriter.(rawHeadWriter)
 	if !ok || !rw.writeRawHeader(code, h) {
 		return false
