@@ -34,7 +34,8 @@ type h1Transport struct {
 }
 
 // idleTimeout is how long an idle connection may wait for its next
-// request; older ones are closed rather than trusted.
+// request, counted from when its last one was sent; older ones are closed
+// rather than trusted.
 const idleTimeout = 90 * time.Second
 
 // retire closes the idle connections, and those in use as they come back.
@@ -47,7 +48,7 @@ func (t *h1Transport) retire() {
 
 type h1Conn struct {
 	net.Conn
-	idleSince time.Time
+	idleSince time.Time // when its last request was sent: close enough for idleTimeout, and no clock read
 	br        *bufio.Reader
 	deadline  deadline.Read // moved only when it must: most requests set none
 	nread     int64         // bytes read since the request was written
@@ -270,7 +271,6 @@ func (c *h1Conn) setPeek() {
 }
 
 func (t *h1Transport) put(c *h1Conn) {
-	c.idleSince = time.Now()
 	t.mu.Lock()
 	if !t.retired && len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, c)
@@ -305,6 +305,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	if testBeforeWrite != nil {
 		testBeforeWrite(c)
 	}
+	c.idleSince = now
 	if t.headerTimeout > 0 {
 		c.deadline.Within(c.Conn, now, t.headerTimeout)
 	}

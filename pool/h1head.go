@@ -96,17 +96,23 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 			return nil, 0, false
 		}
 		name, value := field[:colon], httpsyntax.TrimSpace(field[colon+1:])
-		switch {
-		case httpsyntax.EqualFold(name, "transfer-encoding"), httpsyntax.EqualFold(name, "trailer"):
-			return nil, 0, false
-		case httpsyntax.EqualFold(name, "content-length"):
-			l, ok := httpsyntax.ContentLength(value)
-			if !ok || length >= 0 {
-				return nil, 0, false // invalid or repeated: http.ReadResponse judges it
+		switch len(name) { // most names are none of these: the length tells at once
+		case len("trailer"), len("transfer-encoding"):
+			if httpsyntax.EqualFold(name, "trailer") || httpsyntax.EqualFold(name, "transfer-encoding") {
+				return nil, 0, false
 			}
-			length = l
-		case httpsyntax.EqualFold(name, "connection"):
-			closing = closing || httpsyntax.HasToken(value, "close")
+		case len("content-length"):
+			if httpsyntax.EqualFold(name, "content-length") {
+				l, ok := httpsyntax.ContentLength(value)
+				if !ok || length >= 0 {
+					return nil, 0, false // invalid or repeated: http.ReadResponse judges it
+				}
+				length = l
+			}
+		case len("connection"):
+			if httpsyntax.EqualFold(name, "connection") {
+				closing = closing || httpsyntax.HasToken(value, "close")
+			}
 		}
 	}
 	bodyLen = length

@@ -54,7 +54,7 @@ func (s *Switcher) Handler() http.Handler {
 		ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
 	}
 	return s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Request-Id") == "" {
+		if id := r.Header["X-Request-Id"]; len(id) == 0 || id[0] == "" {
 			r.Header.Set("X-Request-Id", newRequestID())
 		}
 		if m := s.maintenance.Load(); m.on {
