@@ -165,16 +165,20 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
-// response has no body). fields is as readResponse returns it. A connection that fails before a byte of the
-// response is replaced when the request may go again: always after
-// errUnread, for an idempotent request after errStale; a few times at most.
+// response has no body). fields is as readResponse returns it. A
+// connection that fails before a byte of the response is replaced when the
+// request may go again: always after errUnread, for an idempotent request
+// after errStale; a few times at most.
 func (t *h1Transport) exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
 	idempotent := Idempotent(req)
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
-		c, err := t.conn(req.Context(), now)
+		c, dialed, err := t.conn(req.Context(), now)
 		if err != nil {
 			return nil, nil, err
+		}
+		if dialed {
+			now = time.Now() // the header timeout runs from the write, not from before the dial
 		}
 		resp, fields, err := t.roundTrip(c, req, msg, now)
 		if err == nil {
@@ -203,8 +207,8 @@ func Idempotent(r *http.Request) bool {
 	return len(r.Header["Idempotency-Key"]) > 0 || len(r.Header["X-Idempotency-Key"]) > 0
 }
 
-// conn returns a live idle connection, or dials a new one.
-func (t *h1Transport) conn(ctx context.Context, now time.Time) (*h1Conn, error) {
+// conn returns a live idle connection, or dials a new one (dialed).
+func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, dialed bool, err error) {
 	for {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -217,20 +221,20 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (*h1Conn, error) 
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
 		if now.Sub(c.idleSince) < idleTimeout && c.alive() {
-			return c, nil
+			return c, false, nil
 		}
 		c.Close()
 	}
 	nc, err := t.dial(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	c := &h1Conn{Conn: nc}
+	c = &h1Conn{Conn: nc}
 	c.setPeek()
 	// Response heads are small and larger body reads bypass the buffer, so a
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
-	return c, nil
+	return c, true, nil
 }
 
 // alive reports whether an idle connection is still open and quiet: a

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -308,4 +309,43 @@ func TestLeanPathReadsBareLFResponses(t *testing.T) {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
 	}
+}
+
+// The response header timeout runs from the write of the request: a slow
+// dial does not eat it (a request that went out on time must not be
+// answered 504 while the app runs it).
+func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	tr := &h1Transport{
+		dial: func(ctx context.Context) (net.Conn, error) {
+			time.Sleep(time.Second) // a slow dial (a SYN sent again), longer than the header timeout
+			return net.Dial("tcp", ln.Addr().String())
+		},
+		headerTimeout: 800 * time.Millisecond,
+		maxIdle:       1,
+	}
+	req, _ := http.NewRequest("GET", "http://upstream/", nil)
+	resp, _, err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if err != nil {
+		t.Fatalf("an answer at once after a slow dial: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -47,6 +47,7 @@ var responseHeads = []struct {
 	{"HTTP/1.1 600 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 199 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 200OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
+	{"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n", "GET", true},
 }
 
 // headerOf is the http.Header that net/http makes of raw header fields:
@@ -60,6 +61,11 @@ func headerOf(fields []byte, closing bool) http.Header {
 	}
 	if closing {
 		h.Del("Connection")
+	}
+	// net/http's reader adds Cache-Control to an HTTP/1.0-style Pragma; a
+	// proxy passes Pragma on as sent and adds nothing.
+	if len(h["Pragma"]) > 0 && h["Pragma"][0] == "no-cache" && len(h["Cache-Control"]) == 0 {
+		h["Cache-Control"] = []string{"no-cache"}
 	}
 	return h
 }

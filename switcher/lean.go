@@ -217,6 +217,7 @@ type rawHead struct {
 	date   bool // a Date field is among them
 	length bool // a Content-Length field is among them
 	stream bool // Content-Type: text/event-stream
+	typed  bool // a Content-Type field was seen
 }
 
 // writeRawHead writes the status and header fields of a response whose
@@ -286,7 +287,10 @@ func (h *rawHead) note(line []byte) {
 	case lengthField:
 		h.length = true
 	case typeField:
-		h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(line[colon+1:]), []byte("text/event-stream"))
+		if !h.typed { // the first one counts, as for Header.Get
+			h.typed = true
+			h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(line[colon+1:]), []byte("text/event-stream"))
+		}
 	}
 }
 
@@ -314,7 +318,7 @@ func listedIn(connection [][]byte, name []byte) bool {
 		for len(v) > 0 {
 			var token []byte
 			token, v, _ = bytes.Cut(v, []byte(","))
-			if bytes.EqualFold(httpsyntax.TrimSpace(token), name) {
+			if httpsyntax.SameName(httpsyntax.TrimSpace(token), name) {
 				return true
 			}
 		}

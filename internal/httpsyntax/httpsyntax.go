@@ -79,22 +79,39 @@ func ContentLength[T Text](v T) (int64, bool) {
 	return int64(n), true
 }
 
-// EqualFold reports whether s is lower, ignoring ASCII case; lower must be
-// in lower case (a header field name).
-func EqualFold[T Text](s T, lower string) bool {
-	if len(s) != len(lower) {
+// EqualFold reports whether s is lowerName, ignoring ASCII case;
+// lowerName must be in lower case (a header field name).
+func EqualFold[T Text](s T, lowerName string) bool {
+	if len(s) != len(lowerName) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
+		if lower(s[i]) != lowerName[i] {
 			return false
 		}
 	}
 	return true
+}
+
+// SameName reports whether a and b are the same field name: equal but for
+// ASCII case (never Unicode folding, which net/http does not do either).
+func SameName[A, B Text](a A, b B) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // TrimSpace returns s without its leading and trailing spaces and tabs

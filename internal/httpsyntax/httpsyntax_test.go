@@ -70,3 +70,9 @@ func TestEqualFoldAndTrimSpace(t *testing.T) {
 		t.Errorf("TrimSpace of blanks = %q", got)
 	}
 }
+
+func TestSameNameIsASCIIOnly(t *testing.T) {
+	if !SameName([]byte("X-Foo"), "x-FOO") || SameName("\u212a-Custom", "K-Custom") || SameName("a", "ab") {
+		t.Error("SameName")
+	}
+}
