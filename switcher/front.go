@@ -484,7 +484,8 @@ type frontWriter struct {
 	wroteHeader bool
 	chunked     bool
 	noBody      bool
-	close       bool // close the connection after this response
+	close       bool  // close the connection after this response
+	bytes       int64 // body bytes written, for metrics and the access log
 	err         error
 	scratch     [20]byte
 }
@@ -493,7 +494,7 @@ func (w *frontWriter) reset(req *http.Request) {
 	if len(w.header) > 0 {
 		clear(w.header)
 	}
-	w.req, w.status, w.wroteHeader, w.chunked, w.noBody, w.err = req, 0, false, false, false, nil
+	w.req, w.status, w.wroteHeader, w.chunked, w.noBody, w.err, w.bytes = req, 0, false, false, false, nil, 0
 	w.close = req.Close
 }
 
@@ -622,12 +623,17 @@ func (w *frontWriter) Write(p []byte) (int, error) {
 		w.bw.WriteString("\r\n")
 	}
 	n, err := w.bw.Write(p)
+	w.bytes += int64(n)
 	if err == nil && w.chunked {
 		_, err = w.bw.WriteString("\r\n")
 	}
 	w.err = err
 	return n, err
 }
+
+// written reports the final status sent (0 before one) and the body bytes
+// (see statusKeeper).
+func (w *frontWriter) written() (int, int64) { return w.status, w.bytes }
 
 // Flush sends what was written so far (server-sent events).
 func (w *frontWriter) Flush() {

@@ -288,14 +288,15 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 	m := s.metrics()
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		next(w, r, err)
-		rec, ok := w.(*recorder)
+		sk, ok := w.(statusKeeper)
 		if !ok {
 			return
 		}
+		code, _ := sk.written()
 		var intercepted *interceptedError
 		reason := ""
 		switch {
-		case rec.code == 499:
+		case code == 499:
 			// The client went away; no page was served.
 		case errors.As(err, &intercepted):
 			reason = reasonIntercepted
@@ -303,7 +304,7 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 			reason = reasonHoldFull
 		case errors.Is(err, errHoldTimeout):
 			reason = reasonHoldTimeout
-		case rec.code == http.StatusGatewayTimeout:
+		case code == http.StatusGatewayTimeout:
 			reason = reasonGatewayTimeout
 		default:
 			reason = reasonBadGateway
@@ -331,12 +332,21 @@ func (s *Switcher) instrument(next http.Handler) http.Handler {
 		} else {
 			pm = m.pools[s.active.Load().Name()]
 		}
-		rec := recorders.Get().(*recorder)
-		rec.ResponseWriter, rec.code, rec.bytes = w, 0, 0
-		next.ServeHTTP(rec, r)
-		code, bytes := rec.code, rec.bytes
-		rec.ResponseWriter = nil
-		recorders.Put(rec)
+		var (
+			code  int
+			bytes int64
+		)
+		if sk, ok := w.(statusKeeper); ok {
+			next.ServeHTTP(w, r) // the front's writer keeps its own
+			code, bytes = sk.written()
+		} else {
+			rec := recorders.Get().(*recorder)
+			rec.ResponseWriter, rec.code, rec.bytes = w, 0, 0
+			next.ServeHTTP(rec, r)
+			code, bytes = rec.written()
+			rec.ResponseWriter = nil
+			recorders.Put(rec)
+		}
 		if code == 0 {
 			code = http.StatusOK
 		}
@@ -351,6 +361,13 @@ func (s *Switcher) instrument(next http.Handler) http.Handler {
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
+
+// statusKeeper is a ResponseWriter that records the final status it sent
+// (0 before one) and the body bytes: the recorder around any writer, or the
+// front's writer, which needs no recorder.
+type statusKeeper interface {
+	written() (code int, bytes int64)
+}
 
 // recorder notes the final status and body size of a response. Flush,
 // Hijack (upgrades, websockets) and everything else http.ResponseController
@@ -370,18 +387,7 @@ func (w *recorder) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// writeRawHeader passes a raw upstream head on to a writer that takes one
-// (see rawHeadWriter), and records its status.
-func (w *recorder) writeRawHeader(code int, h rawHead) bool {
-	rw, ok := w.ResponseWriter.(rawHeadWriter)
-	if !ok || !rw.writeRawHeader(code, h) {
-		return false
-	}
-	if w.code == 0 {
-		w.code = code
-	}
-	return true
-}
+func (w *recorder) written() (int, int64) { return w.code, w.bytes }
 
 func (w *recorder) Write(p []byte) (int, error) {
 	if w.code == 0 {

@@ -360,3 +360,24 @@ func TestMetricsKeepUpgradesWorking(t *testing.T) {
 		return scrapeMetrics(t, h).value("turnout_http_requests_total", "pool=A", "code=101") == 1
 	})
 }
+
+// Requests the front serves itself (no recorder around its writer) are
+// counted by their real status too.
+func TestMetricsCountFrontRequestsByStatus(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+		}
+	})
+	h := startSwitcher(t, withMetrics, []string{a.addr}, []string{a.addr})
+	for _, path := range []string{"/", "/missing", "/missing"} {
+		do(t, http.MethodGet, h.proxy+path, "")
+	}
+	sc := scrapeMetrics(t, h)
+	if n := sc.value("turnout_http_requests_total", "pool=A", "code=404"); n != 2 {
+		t.Errorf("404s counted: %v, want 2", n)
+	}
+	if n := sc.value("turnout_http_requests_total", "pool=A", "code=200"); n != 1 {
+		t.Errorf("200s counted: %v, want 1", n)
+	}
+}
