@@ -72,6 +72,10 @@ type switchRun struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	superseded atomic.Bool
+	// recheck: a reload came while this config switch ran; the pin is
+	// checked again when it ends, so that a SIGHUP sent as an aborted
+	// switch was finishing still tries again.
+	recheck atomic.Bool
 }
 
 // Switch runs the switch protocol and returns its history record; it returns
@@ -147,13 +151,16 @@ func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, 
 func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Event)) (*state.Record, error) {
 	defer func() {
 		run.cancel()
+		// Under the reload lock: a reload sees this run and sets recheck, or
+		// sees no run and acts itself; never neither.
+		s.mu.Lock()
 		s.switching.Store(nil)
-		if run.superseded.Load() {
-			// The file names another pool now: follow it.
-			s.mu.Lock()
+		if run.superseded.Load() || run.recheck.Load() {
+			// The file names another pool now, or a reload asked again:
+			// follow the file.
 			s.reconcilePinnedLocked()
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 	}()
 	emit := func(e Event) {
 		e.Time, e.From, e.To = time.Now().UTC(), run.from.Name(), run.to.Name()
@@ -318,6 +325,7 @@ func (s *Switcher) reconcilePinnedLocked() {
 			run.superseded.Store(true)
 			run.cancel()
 		}
+		run.recheck.Store(true)
 		return
 	}
 	if s.active.Load().Name() == pinned {
