@@ -315,29 +315,14 @@ func TestLeanPathReadsBareLFResponses(t *testing.T) {
 // dial does not eat it (a request that went out on time must not be
 // answered 504 while the app runs it).
 func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		answerOK(c, "")
+	})
 	tr := &h1Transport{
 		dial: func(ctx context.Context) (net.Conn, error) {
 			time.Sleep(time.Second) // a slow dial (a SYN sent again), longer than the header timeout
-			return net.Dial("tcp", ln.Addr().String())
+			return net.Dial("tcp", addr)
 		},
 		headerTimeout: 800 * time.Millisecond,
 		maxIdle:       1,

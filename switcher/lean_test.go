@@ -16,14 +16,13 @@ import (
 	"time"
 )
 
-// rawBackend answers every request 200 "ok" and hands each request head
-// it read, as sent, to heads.
-func rawBackend(t *testing.T) (addr string, heads <-chan textproto.MIMEHeader) {
+// rawListener serves every connection it accepts on loopback with serve,
+// in a goroutine of its own, and closes it after; it returns the address.
+func rawListener(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	t.Cleanup(func() { ln.Close() })
-	ch := make(chan textproto.MIMEHeader, 100)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -32,30 +31,40 @@ func rawBackend(t *testing.T) (addr string, heads <-chan textproto.MIMEHeader) {
 			}
 			go func() {
 				defer c.Close()
-				tp := textproto.NewReader(bufio.NewReader(c))
-				for {
-					line, err := tp.ReadLine()
-					if err != nil {
-						return
-					}
-					h, err := tp.ReadMIMEHeader()
-					if err != nil {
-						return
-					}
-					if strings.HasPrefix(line, "GET /healthz") {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-						continue
-					}
-					if n, _ := strconv.Atoi(h.Get("Content-Length")); n > 0 {
-						io.CopyN(io.Discard, tp.R, int64(n))
-					}
-					ch <- h
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
+				serve(c)
 			}()
 		}
 	}()
-	return ln.Addr().String(), ch
+	return ln.Addr().String()
+}
+
+// rawBackend answers every request 200 "ok" and hands each request head
+// it read, as sent, to heads.
+func rawBackend(t *testing.T) (addr string, heads <-chan textproto.MIMEHeader) {
+	t.Helper()
+	ch := make(chan textproto.MIMEHeader, 100)
+	return rawListener(t, func(c net.Conn) {
+		tp := textproto.NewReader(bufio.NewReader(c))
+		for {
+			line, err := tp.ReadLine()
+			if err != nil {
+				return
+			}
+			h, err := tp.ReadMIMEHeader()
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "GET /healthz") {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			if n, _ := strconv.Atoi(h.Get("Content-Length")); n > 0 {
+				io.CopyN(io.Discard, tp.R, int64(n))
+			}
+			ch <- h
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	}), ch
 }
 
 func TestLeanPathSendsHeadersOnceAndDropsSpoofableOnes(t *testing.T) {
@@ -131,34 +140,21 @@ func TestSwitchRequestDuringAnotherSwitchIsAConflict(t *testing.T) {
 // cannedBackend answers each request with answers[path], as raw bytes.
 func cannedBackend(t *testing.T, answers map[string]string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return rawListener(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					answer, ok := answers[req.URL.Path]
-					if !ok {
-						answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-					}
-					io.WriteString(c, answer)
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			answer, ok := answers[req.URL.Path]
+			if !ok {
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			}
+			io.WriteString(c, answer)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // The upstream's header fields reach the client as sent, less the
