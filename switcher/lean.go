@@ -336,7 +336,7 @@ const (
 )
 
 // fieldKind classifies a field name, in any case; by length first, as
-// most names are none of these.
+// most names are none of these. Its hop-by-hop names are hopByHop's.
 func fieldKind(name []byte) int {
 	is := func(lower string) bool { return httpsyntax.EqualFold(name, lower) }
 	switch len(name) {

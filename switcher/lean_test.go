@@ -212,3 +212,17 @@ func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
 		}
 	}
 }
+
+// The raw path's field kinds agree with the header-map path's hop-by-hop
+// list, in any case.
+func TestFieldKindAgreesWithHopByHop(t *testing.T) {
+	for _, name := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Date", "Content-Length", "Content-Type", "X-Request-Id", "Tee", "Upgraded", "Set-Cookie"} {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if got := fieldKind([]byte(spelled)) == hopField; got != hopByHop(name) {
+				t.Errorf("fieldKind(%q) hop-by-hop = %v, hopByHop(%q) = %v", spelled, got, name, !got)
+			}
+		}
+	}
+}
