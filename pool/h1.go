@@ -165,22 +165,23 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
-// response has no body). fields is as readResponse returns it. A
+// response has no body); the response is made in reply. fields is as
+// readResponse returns it. A
 // connection that fails before a byte of the response is replaced when the
 // request may go again: always after errUnread, for an idempotent request
 // after errStale; a few times at most.
-func (t *h1Transport) exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
+func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
 	idempotent := Idempotent(req)
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
 		c, dialed, err := t.conn(req.Context(), now)
 		if err != nil {
-			return nil, nil, err
+			return nil, Fields{}, err
 		}
 		if dialed {
 			now = time.Now() // the header timeout runs from the write, not from before the dial
 		}
-		resp, fields, err := t.roundTrip(c, req, msg, now)
+		resp, fields, err := t.roundTrip(c, req, msg, now, reply)
 		if err == nil {
 			return resp, fields, nil
 		}
@@ -188,7 +189,7 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte) (resp *http.Respon
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
 			continue
 		}
-		return nil, nil, err
+		return nil, Fields{}, err
 	}
 }
 
@@ -298,8 +299,8 @@ func (t *h1Transport) CloseIdleConnections() {
 }
 
 // roundTrip writes the request on c, at now, and reads the response
-// headers.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time) (*http.Response, []byte, error) {
+// headers into reply.
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time, reply *Reply) (*http.Response, Fields, error) {
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
@@ -318,28 +319,29 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	if err != nil {
 		stop()
 		if ctx.Err() == nil {
-			return nil, nil, c.staleError(err, len(msg), 0)
+			return nil, Fields{}, c.staleError(err, len(msg), 0)
 		}
-		return nil, nil, err
+		return nil, Fields{}, err
 	}
 	var (
 		resp    *http.Response
-		fields  []byte
+		fields  Fields
 		bodyLen int64
-		body    = &h1Body{c: c, t: t, stop: stop} // with room for the response: one allocation
+		body    = &reply.body
 	)
+	*body = h1Body{c: c, t: t, stop: stop}
 	for {
 		var err error
 		resp, fields, bodyLen, err = c.readResponse(req, &body.resp)
 		if err != nil {
 			stop()
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, nil, c.staleError(err, len(msg), time.Since(written))
+				return nil, Fields{}, c.staleError(err, len(msg), time.Since(written))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
-				return nil, nil, &timeoutError{}
+				return nil, Fields{}, &timeoutError{}
 			}
-			return nil, nil, err
+			return nil, Fields{}, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
@@ -348,7 +350,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
 				stop()
-				return nil, nil, err
+				return nil, Fields{}, err
 			}
 		}
 	}
@@ -422,6 +424,11 @@ type timeoutError struct{}
 func (*timeoutError) Error() string   { return "timeout awaiting response headers" }
 func (*timeoutError) Timeout() bool   { return true }
 func (*timeoutError) Temporary() bool { return true }
+
+// Reply holds what Server.Exchange makes of one response: its caller may
+// keep one and lend it to every exchange whose body it has closed, so that
+// a response costs no allocation.
+type Reply struct{ body h1Body }
 
 // h1Body returns its connection to the pool once the response body has been
 // read to its end, and closes it when the body is abandoned half-read. It

@@ -31,12 +31,12 @@ func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, str
 		head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	}
 	s := p.Pick(nil)
-	resp, fields, err := s.Exchange(req, []byte(head+"\r\n"+body))
+	resp, fields, err := s.Exchange(req, []byte(head+"\r\n"+body), nil)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	if fields != nil {
-		resp.Header = headerOf(fields, resp.Close)
+	if fields.Raw != nil {
+		resp.Header = headerOf(fields.Raw, resp.Close)
 	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -178,7 +178,7 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	defer p.Close()
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
 	s := p.Pick(nil)
-	_, _, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
+	_, _, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("error %v, want a timeout", err)
@@ -279,7 +279,7 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 			p := newTestPool(t, spec(addr, 1))
 			req, _ := http.NewRequest(tc.method, "http://upstream/", nil)
 			s := p.Pick(nil)
-			resp, _, err := s.Exchange(req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"))
+			resp, _, err := s.Exchange(req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil)
 			if tc.wantOK {
 				if err != nil {
 					t.Fatalf("%v, want the request sent again and answered", err)
@@ -328,7 +328,7 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 		maxIdle:       1,
 	}
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
-	resp, _, err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	resp, _, err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), new(Reply))
 	if err != nil {
 		t.Fatalf("an answer at once after a slow dial: %v", err)
 	}

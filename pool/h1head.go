@@ -16,16 +16,16 @@ import (
 // the body is first read; resp.Header is nil. Anything else (1xx, chunked
 // or close-delimited bodies, HTTP/1.0, a head larger than the buffer, odd
 // fields) is left in the buffer for http.ReadResponse, which parses it as it
-// always does; fields is then nil. A response parsed here has no Body:
+// always does; fields.Raw is then nil. A response parsed here has no Body:
 // bodyLen bytes of it follow in c.br; -1 for one from http.ReadResponse.
 // A response parsed in place is written to into.
-func (c *h1Conn) readResponse(req *http.Request, into *http.Response) (resp *http.Response, fields []byte, bodyLen int64, err error) {
+func (c *h1Conn) readResponse(req *http.Request, into *http.Response) (resp *http.Response, fields Fields, bodyLen int64, err error) {
 	head, err := c.peekHead()
 	if err != nil && err != errLongHead {
 		if err == io.EOF && c.nread > 0 {
 			err = io.ErrUnexpectedEOF // what http.ReadResponse says of a cut head
 		}
-		return nil, nil, 0, err
+		return nil, Fields{}, 0, err
 	}
 	if err == nil {
 		if f, n, ok := parseResponseHead(head, req, into); ok {
@@ -34,7 +34,7 @@ func (c *h1Conn) readResponse(req *http.Request, into *http.Response) (resp *htt
 		}
 	}
 	resp, err = http.ReadResponse(c.br, req)
-	return resp, nil, -1, err
+	return resp, Fields{}, -1, err
 }
 
 // errLongHead sends a response head to http.ReadResponse: it is larger
@@ -62,58 +62,98 @@ func (c *h1Conn) peekHead() ([]byte, error) {
 	}
 }
 
+// Fields are the header fields of a response parsed in place, as the
+// server sent them, with what a writer must know of them.
+type Fields struct {
+	// Raw holds the lines, "Name: value\r\n" each: names in any case,
+	// values checked but not trimmed. Nil when the response was not parsed
+	// in place.
+	Raw         []byte
+	Date        bool // a Date field is among them
+	Length      bool // a Content-Length field is among them
+	EventStream bool // the first Content-Type is text/event-stream
+	HopByHop    bool // some are hop-by-hop: to be left out when forwarded
+	typed       bool // a Content-Type was seen
+}
+
+// FieldsOf returns the Fields of raw, field lines that the parser checked
+// (a subset of a response's, say).
+func FieldsOf(raw []byte) Fields {
+	f := Fields{Raw: raw}
+	for rest := raw; len(rest) > 0; {
+		eol := bytes.IndexByte(rest, '\n') + 1
+		line := rest[:eol-2]
+		rest = rest[eol:]
+		colon := bytes.IndexByte(line, ':')
+		f.add(httpsyntax.FieldKind(line[:colon]), line[colon+1:])
+	}
+	return f
+}
+
+// add records what a field of kind k with value v tells a writer.
+func (f *Fields) add(k int, v []byte) {
+	switch k {
+	case httpsyntax.OtherField:
+	case httpsyntax.DateField:
+		f.Date = true
+	case httpsyntax.LengthField:
+		f.Length = true
+	case httpsyntax.TypeField:
+		if !f.typed { // the first one counts, as for Header.Get
+			f.typed = true
+			f.EventStream = bytes.HasPrefix(httpsyntax.TrimSpace(v), []byte("text/event-stream"))
+		}
+	default:
+		f.HopByHop = f.HopByHop || httpsyntax.HopByHop(k)
+	}
+}
+
 // parseResponseHead parses a response head into resp: what
 // http.ReadResponse would make of it, but with Header and Body nil, the
-// header fields being left as sent, in fields (every line with its CRLF).
-// It reports false, leaving resp alone, when the response is not one it
-// takes (see readResponse). bodyLen is the length of the body that follows
-// the head.
-func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields []byte, bodyLen int64, ok bool) {
+// header fields being left as sent, in fields. It reports false, leaving
+// resp alone, when the response is not one it takes (see readResponse).
+// bodyLen is the length of the body that follows the head.
+func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields Fields, bodyLen int64, ok bool) {
 	eol := bytes.Index(head, []byte("\r\n"))
 	line := head[:eol]
-	fields = head[eol+2 : len(head)-2]
+	fields.Raw = head[eol+2 : len(head)-2]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !httpsyntax.FieldValue(line) {
-		return nil, 0, false
+		return Fields{}, 0, false
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return nil, 0, false
+			return Fields{}, 0, false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 {
-		return nil, 0, false
+		return Fields{}, 0, false
 	}
 	length := int64(-1)
 	closing := false
-	for rest := fields; len(rest) > 0; {
+	for rest := fields.Raw; len(rest) > 0; {
 		eol := bytes.Index(rest, []byte("\r\n"))
 		field := rest[:eol]
 		rest = rest[eol+2:]
 		colon := bytes.IndexByte(field, ':')
 		if colon < 0 || !httpsyntax.Token(field[:colon]) || !httpsyntax.FieldValue(field[colon+1:]) {
-			return nil, 0, false
+			return Fields{}, 0, false
 		}
-		name, value := field[:colon], httpsyntax.TrimSpace(field[colon+1:])
-		switch len(name) { // most names are none of these: the length tells at once
-		case len("trailer"), len("transfer-encoding"):
-			if httpsyntax.EqualFold(name, "trailer") || httpsyntax.EqualFold(name, "transfer-encoding") {
-				return nil, 0, false
+		kind := httpsyntax.FieldKind(field[:colon])
+		switch kind {
+		case httpsyntax.TrailerField, httpsyntax.TransferEncodingField:
+			return Fields{}, 0, false
+		case httpsyntax.LengthField:
+			l, ok := httpsyntax.ContentLength(httpsyntax.TrimSpace(field[colon+1:]))
+			if !ok || length >= 0 {
+				return Fields{}, 0, false // invalid or repeated: http.ReadResponse judges it
 			}
-		case len("content-length"):
-			if httpsyntax.EqualFold(name, "content-length") {
-				l, ok := httpsyntax.ContentLength(value)
-				if !ok || length >= 0 {
-					return nil, 0, false // invalid or repeated: http.ReadResponse judges it
-				}
-				length = l
-			}
-		case len("connection"):
-			if httpsyntax.EqualFold(name, "connection") {
-				closing = closing || httpsyntax.HasToken(value, "close")
-			}
+			length = l
+		case httpsyntax.ConnectionField:
+			closing = closing || httpsyntax.HasToken(field[colon+1:], "close")
 		}
+		fields.add(kind, field[colon+1:])
 	}
 	bodyLen = length
 	switch {
@@ -122,7 +162,7 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 	case code == http.StatusNoContent || code == http.StatusNotModified:
 		length, bodyLen = 0, 0
 	case length < 0:
-		return nil, 0, false // delimited by the close: http.ReadResponse reads it
+		return Fields{}, 0, false // delimited by the close: http.ReadResponse reads it
 	}
 	*resp = http.Response{
 		Status:        statusText(code, line[9:]),

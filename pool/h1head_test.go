@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -48,6 +49,10 @@ var responseHeads = []struct {
 	{"HTTP/1.1 199 OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 200OK\r\nContent-Length: 1\r\n\r\n", "GET", false},
 	{"HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 0\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nContent-Type:  text/event-stream; charset=utf-8\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Type: text/event-stream\r\nKEEP-ALIVE: timeout=5\r\nContent-Length: 0\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nTe: trailers\r\nContent-Length: 0\r\n\r\n", "GET", true},
+	{"HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 0\r\n\r\n", "GET", true},
 }
 
 // headerOf is the http.Header that net/http makes of raw header fields:
@@ -77,11 +82,34 @@ func parsed(head string, req *http.Request) *http.Response {
 	if !ok {
 		return nil
 	}
-	if !strings.HasSuffix(head, string(fields)+"\r\n") {
+	if !strings.HasSuffix(head, string(fields.Raw)+"\r\n") {
 		panic("fields are not the head's")
 	}
-	resp.Header = headerOf(fields, resp.Close)
+	if want := flagsOf(headerOf(fields.Raw, false)); flagsOf(fields) != want || flagsOf(FieldsOf(fields.Raw)) != want {
+		panic(fmt.Sprintf("%q: flags %+v, FieldsOf's %+v, want %+v", head, flagsOf(fields), flagsOf(FieldsOf(fields.Raw)), want))
+	}
+	resp.Header = headerOf(fields.Raw, resp.Close)
 	return resp
+}
+
+// fieldFlags are Fields without Raw, comparable.
+type fieldFlags struct{ date, length, eventStream, hopByHop bool }
+
+// flagsOf returns the flags of Fields, or those a Header should give.
+func flagsOf(of any) fieldFlags {
+	switch x := of.(type) {
+	case Fields:
+		return fieldFlags{x.Date, x.Length, x.EventStream, x.HopByHop}
+	case http.Header:
+		hop := false
+		for _, k := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+			"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+			hop = hop || len(x[k]) > 0
+		}
+		return fieldFlags{len(x["Date"]) > 0, len(x["Content-Length"]) > 0,
+			strings.HasPrefix(x.Get("Content-Type"), "text/event-stream"), hop}
+	}
+	panic("flagsOf: not Fields nor a Header")
 }
 
 func TestParseResponseHeadAgreesWithNetHTTP(t *testing.T) {

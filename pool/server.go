@@ -189,25 +189,29 @@ func (s *Server) Release() { s.done() }
 // Exchange sends a request already encoded in msg (request line, headers,
 // a blank line and the body) over a kept-alive HTTP/1.1 connection, and
 // returns the response with its headers read; req gives the context and the
-// method. Errors and the in-flight count are as for RoundTrip.
+// method. Errors and the in-flight count are as for RoundTrip. The response
+// is made in reply, which must not be lent again before its body is closed;
+// nil: a new one.
 //
 // The common response (HTTP/1.1, a final status, a declared length) keeps
-// its header fields as the server sent them: resp.Header is nil and fields
-// holds the lines ("Name: value\r\n" each, names in any case, values
-// checked but not trimmed). fields stays valid until the body is first
-// read or closed. For any other response, fields is nil and resp.Header is
-// as net/http parses it.
-func (s *Server) Exchange(req *http.Request, msg []byte) (resp *http.Response, fields []byte, err error) {
-	resp, fields, err = s.transport.Load().lean.exchange(req, msg)
+// its header fields as the server sent them: resp.Header is nil and
+// fields.Raw holds them. They stay valid until the body is first read or
+// closed. For any other response, fields.Raw is nil and resp.Header is as
+// net/http parses it.
+func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
+	if reply == nil {
+		reply = new(Reply)
+	}
+	resp, fields, err = s.transport.Load().lean.exchange(req, msg, reply)
 	if err != nil {
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)
-			return nil, nil, err
+			return nil, Fields{}, err
 		}
-		return nil, nil, fmt.Errorf("%s: %w", s.Key(), err)
+		return nil, Fields{}, fmt.Errorf("%s: %w", s.Key(), err)
 	}
-	resp.Body.(*h1Body).closed = s.doneFn
+	reply.body.closed = s.doneFn
 	return resp, fields, nil
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
+	"github.com/turnout/turnout/pool"
 )
 
 // front serves plain HTTP/1.1 on a listener itself: net/http's server costs a
@@ -531,13 +532,13 @@ func (w *frontWriter) WriteHeader(code int) {
 		return
 	}
 	_, date := w.header["Date"]
-	w.writeHead(code, &rawHead{date: date, length: len(w.header["Content-Length"]) > 0})
+	w.writeHead(code, &pool.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
 }
 
 // writeRawHeader is WriteHeader for an upstream response whose fields come
-// as sent (see rawHead): they are written as they are, then the header
-// map's and the front's own.
-func (w *frontWriter) writeRawHeader(code int, h rawHead) bool {
+// as sent, less the hop-by-hop ones: they are written as they are, then the
+// header map's and the front's own.
+func (w *frontWriter) writeRawHeader(code int, h pool.Fields) bool {
 	if code < 200 {
 		return false
 	}
@@ -557,13 +558,13 @@ func (w *frontWriter) takeBuffer() {
 
 // writeHead writes the status line, raw's fields, the header map's and the
 // framing and Date fields the response needs.
-func (w *frontWriter) writeHead(code int, raw *rawHead) {
+func (w *frontWriter) writeHead(code int, raw *pool.Fields) {
 	w.takeBuffer()
 	w.wroteHeader, w.status = true, code
 	h := w.header
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	switch {
-	case raw.length || w.noBody:
+	case raw.Length || w.noBody:
 	case w.req.ProtoAtLeast(1, 1):
 		w.chunked = true
 		h["Transfer-Encoding"] = []string{"chunked"}
@@ -575,11 +576,11 @@ func (w *frontWriter) writeHead(code int, raw *rawHead) {
 	} else if !w.req.ProtoAtLeast(1, 1) {
 		h["Connection"] = []string{"keep-alive"} // HTTP/1.0 closes otherwise
 	}
-	if !raw.date {
+	if !raw.Date {
 		h["Date"] = httpDate()
 	}
 	w.writeStatus(code)
-	w.bw.Write(raw.fields)
+	w.bw.Write(raw.Raw)
 	if len(h) == 0 {
 		_, w.err = w.bw.WriteString("\r\n")
 		return

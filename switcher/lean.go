@@ -68,11 +68,18 @@ func connectionListed(h http.Header) map[string]bool {
 // are small, and a thousand of them in flight should not hold 32 KiB each.
 const smallBody = 4 << 10
 
-var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+// leanScratches recycle what one lean request needs besides its writer:
+// the buffer that holds the upstream request's head and body (1 KiB fits
+// most heads, and one that grows is kept up to 8 KiB), the buffer that
+// copies a small response body, and the response itself. One pool for the
+// three: each Get and Put costs about as much as a small allocation.
+var leanScratches = sync.Pool{New: func() any { return &leanScratch{msg: make([]byte, 0, 1024)} }}
 
-// heads recycles the buffers that hold an upstream request's head and body:
-// 1 KiB fits most heads, and one that grows is kept up to 8 KiB.
-var heads = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+type leanScratch struct {
+	msg   []byte
+	small [smallBody]byte
+	reply pool.Reply
+}
 
 // encodeRequest appends r's upstream request head to b: the request line
 // with the raw target as sent, Host as sent, the client's end-to-end
@@ -156,15 +163,16 @@ func appendHeader(b []byte, k, v string) []byte {
 // serveLean proxies r on the lean path; errors get the same pages as the
 // ReverseProxy path through onError.
 func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError func(http.ResponseWriter, *http.Request, error)) {
-	bp := heads.Get().(*[]byte)
+	scratch := leanScratches.Get().(*leanScratch)
 	defer func() {
 		// A buffer grown for a large body is left to the GC, so that the
 		// pool keeps only small ones.
-		if cap(*bp) <= 8<<10 {
-			heads.Put(bp)
+		if cap(scratch.msg) > 8<<10 {
+			scratch.msg = make([]byte, 0, 1024)
 		}
+		leanScratches.Put(scratch)
 	}()
-	buf := s.encodeRequest((*bp)[:0], r)
+	buf := s.encodeRequest(scratch.msg[:0], r)
 	headLen := len(buf)
 	if n := int(r.ContentLength); n > 0 {
 		buf = slices.Grow(buf, n)[:headLen+n]
@@ -173,51 +181,40 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 			return
 		}
 	}
-	*bp = buf
+	scratch.msg = buf
 
 	var (
 		resp   *http.Response
-		fields []byte
+		fields pool.Fields
 	)
 	err := s.deliver(r, func() bool { return false }, func(srv *pool.Server) error {
 		var err error
-		resp, fields, err = srv.Exchange(r, buf)
+		resp, fields, err = srv.Exchange(r, buf, &scratch.reply)
 		return err
 	})
 	if err != nil {
 		onError(w, r, err)
 		return
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() // before the scratch goes back: it holds the response
 	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
 		onError(w, r, &interceptedError{status: resp.StatusCode})
 		return
 	}
-	if fields != nil {
+	if fields.Raw != nil {
 		// The request is sent: its buffer takes the fields that are kept.
 		stream := s.writeRawHead(w, resp, fields, buf[:0])
-		s.copyBody(w, resp, stream)
+		s.copyBody(w, resp, stream, scratch.small[:])
 		return
 	}
-	s.writeResponse(w, resp)
+	s.writeResponse(w, resp, scratch.small[:])
 }
 
 // rawHeadWriter is a ResponseWriter that sends header fields as the
 // upstream sent them (the front's own writer), instead of from its Header
 // map; it reports false when it cannot.
 type rawHeadWriter interface {
-	writeRawHeader(code int, h rawHead) bool
-}
-
-// rawHead is an upstream response's header fields as sent, lines with
-// their CRLF, less the hop-by-hop ones, with what a writer must know of
-// them.
-type rawHead struct {
-	fields []byte
-	date   bool // a Date field is among them
-	length bool // a Content-Length field is among them
-	stream bool // Content-Type: text/event-stream
-	typed  bool // a Content-Type field was seen
+	writeRawHeader(code int, fields pool.Fields) bool
 }
 
 // writeRawHead writes the status and header fields of a response whose
@@ -226,72 +223,45 @@ type rawHead struct {
 // write. fields must be written before the body is read: they are in the
 // upstream connection's buffer. It reports whether the body is an event
 // stream.
-func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields, scratch []byte) (eventStream bool) {
-	h := rawHead{fields: fields}
-	var connection [][]byte // the Connection fields' values, which name hop-by-hop fields too
-	dropped := false
-	for rest := fields; len(rest) > 0; {
-		eol := bytes.IndexByte(rest, '\n') + 1 // pool checked the fields: each line ends in CRLF, has a colon
-		line := rest[:eol]
-		rest = rest[eol:]
-		colon := bytes.IndexByte(line, ':')
-		if name := line[:colon]; fieldKind(name) == hopField {
-			if httpsyntax.EqualFold(name, "connection") {
-				connection = append(connection, line[colon+1:len(line)-2])
-			}
-			if !dropped {
-				dropped = true
-				scratch = append(scratch, fields[:len(fields)-len(line)-len(rest)]...)
-			}
-			continue
-		}
-		h.note(line)
-		if dropped {
-			scratch = append(scratch, line...)
-		}
+func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields pool.Fields, scratch []byte) (eventStream bool) {
+	if fields.HopByHop {
+		fields = endToEnd(fields.Raw, scratch)
 	}
-	if dropped {
-		h.fields = scratch
-	}
-	if len(connection) > 0 {
-		h = rawHead{fields: dropListed(h.fields, connection)}
-		for rest := h.fields; len(rest) > 0; {
-			eol := bytes.IndexByte(rest, '\n') + 1
-			line := rest[:eol]
-			rest = rest[eol:]
-			h.note(line)
-		}
-	}
-	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, h) {
-		return h.stream
+	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, fields) {
+		return fields.EventStream
 	}
 	// Another writer (net/http's, for a connection the front handed over):
 	// through the Header map.
 	m := w.Header()
-	for rest := h.fields; len(rest) > 0; {
+	for rest := fields.Raw; len(rest) > 0; {
 		eol := bytes.IndexByte(rest, '\n') + 1
 		name, value, _ := bytes.Cut(rest[:eol-2], []byte(":"))
 		rest = rest[eol:]
 		m.Add(string(name), string(httpsyntax.TrimSpace(value)))
 	}
 	w.WriteHeader(resp.StatusCode)
-	return h.stream
+	return fields.EventStream
 }
 
-// note records what a writer must know of a kept field line.
-func (h *rawHead) note(line []byte) {
-	colon := bytes.IndexByte(line, ':')
-	switch fieldKind(line[:colon]) {
-	case dateField:
-		h.date = true
-	case lengthField:
-		h.length = true
-	case typeField:
-		if !h.typed { // the first one counts, as for Header.Get
-			h.typed = true
-			h.stream = bytes.HasPrefix(httpsyntax.TrimSpace(line[colon+1:]), []byte("text/event-stream"))
+// endToEnd copies into scratch the field lines of raw that are not
+// hop-by-hop (RFC 9110 section 7.6.1): neither one of the hop-by-hop
+// fields nor one a Connection field names.
+func endToEnd(raw, scratch []byte) pool.Fields {
+	var connection [][]byte // the Connection fields' values
+	kept := scratch[:0]
+	for rest := raw; len(rest) > 0; {
+		eol := bytes.IndexByte(rest, '\n') + 1 // pool checked the fields: each line ends in CRLF, has a colon
+		line := rest[:eol]
+		rest = rest[eol:]
+		colon := bytes.IndexByte(line, ':')
+		switch kind := httpsyntax.FieldKind(line[:colon]); {
+		case kind == httpsyntax.ConnectionField:
+			connection = append(connection, line[colon+1:len(line)-2])
+		case !httpsyntax.HopByHop(kind):
+			kept = append(kept, line...)
 		}
 	}
+	return pool.FieldsOf(dropListed(kept, connection))
 }
 
 // dropListed removes from fields, in place, those a Connection field names
@@ -326,56 +296,10 @@ func listedIn(connection [][]byte, name []byte) bool {
 	return false
 }
 
-// The header fields writeRawHead tells apart.
-const (
-	otherField = iota
-	hopField   // hop-by-hop (RFC 9110 section 7.6.1): never forwarded
-	dateField
-	lengthField
-	typeField
-)
-
-// fieldKind classifies a field name, in any case; by length first, as
-// most names are none of these. Its hop-by-hop names are hopByHop's.
-func fieldKind(name []byte) int {
-	is := func(lower string) bool { return httpsyntax.EqualFold(name, lower) }
-	switch len(name) {
-	case 2:
-		if is("te") {
-			return hopField
-		}
-	case 4:
-		if is("date") {
-			return dateField
-		}
-	case 7:
-		if is("trailer") || is("upgrade") {
-			return hopField
-		}
-	case 10:
-		if is("connection") || is("keep-alive") {
-			return hopField
-		}
-	case 12:
-		if is("content-type") {
-			return typeField
-		}
-	case 14:
-		if is("content-length") {
-			return lengthField
-		}
-	case 16, 17, 18, 19:
-		if is("proxy-connection") || is("transfer-encoding") || is("proxy-authenticate") || is("proxy-authorization") {
-			return hopField
-		}
-	}
-	return otherField
-}
-
 // writeResponse copies an upstream response to the client: end-to-end
 // headers, the body (flushed at once when it is a stream: server-sent
 // events, or of unknown length), and trailers.
-func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
+func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response, small []byte) {
 	h := w.Header()
 	listed := connectionListed(resp.Header)
 	for k, vv := range resp.Header {
@@ -391,26 +315,25 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
+	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"), small)
 }
 
 // copyBody copies the body and trailers of resp, whose head is written,
 // flushing at once when it is a stream: an event stream, or of unknown
-// length.
-func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool) {
+// length. A body of at most smallBody bytes is copied through small.
+func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool, small []byte) {
 	h := w.Header()
 	flusher, _ := w.(http.Flusher)
 	stream := flusher != nil && (resp.ContentLength < 0 || eventStream)
 	if stream {
 		flusher.Flush()
 	}
-	pool := &buffers
-	if resp.ContentLength >= 0 && resp.ContentLength <= smallBody {
-		pool = &smallBuffers
+	buf := small
+	if resp.ContentLength < 0 || resp.ContentLength > smallBody {
+		bufp := buffers.Get().(*[]byte)
+		defer buffers.Put(bufp)
+		buf = *bufp
 	}
-	bufp := pool.Get().(*[]byte)
-	defer pool.Put(bufp)
-	buf := *bufp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // rawListener serves every connection it accepts on loopback with serve,
@@ -220,8 +222,8 @@ func TestFieldKindAgreesWithHopByHop(t *testing.T) {
 		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 		"Date", "Content-Length", "Content-Type", "X-Request-Id", "Tee", "Upgraded", "Set-Cookie"} {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
-			if got := fieldKind([]byte(spelled)) == hopField; got != hopByHop(name) {
-				t.Errorf("fieldKind(%q) hop-by-hop = %v, hopByHop(%q) = %v", spelled, got, name, !got)
+			if got := httpsyntax.HopByHop(httpsyntax.FieldKind(spelled)); got != hopByHop(name) {
+				t.Errorf("FieldKind(%q) hop-by-hop = %v, hopByHop(%q) = %v", spelled, got, name, !got)
 			}
 		}
 	}

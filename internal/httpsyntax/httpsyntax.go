@@ -151,3 +151,68 @@ func (set *Set) All(s string) bool {
 	}
 	return true
 }
+
+// The header fields that turnout's parsers and writers tell apart; FieldKind
+// names them.
+const (
+	OtherField = iota
+	DateField
+	LengthField // Content-Length
+	TypeField   // Content-Type
+	// The hop-by-hop fields (RFC 9110 section 7.6.1), never forwarded:
+	// HopByHop reports them.
+	ConnectionField
+	TransferEncodingField
+	TrailerField
+	HopField // the others: Keep-Alive, Te, Upgrade and the Proxy- ones
+)
+
+// HopByHop reports whether a field of kind k describes one connection, not
+// the message.
+func HopByHop(k int) bool { return k >= ConnectionField }
+
+// FieldKind classifies a field name, in any case; by length first, as most
+// names are none of these.
+func FieldKind[T Text](name T) int {
+	switch len(name) {
+	case 2:
+		if EqualFold(name, "te") {
+			return HopField
+		}
+	case 4:
+		if EqualFold(name, "date") {
+			return DateField
+		}
+	case 7:
+		if EqualFold(name, "trailer") {
+			return TrailerField
+		}
+		if EqualFold(name, "upgrade") {
+			return HopField
+		}
+	case 10:
+		if EqualFold(name, "connection") {
+			return ConnectionField
+		}
+		if EqualFold(name, "keep-alive") {
+			return HopField
+		}
+	case 12:
+		if EqualFold(name, "content-type") {
+			return TypeField
+		}
+	case 14:
+		if EqualFold(name, "content-length") {
+			return LengthField
+		}
+	case 16, 18, 19:
+		if EqualFold(name, "proxy-connection") || EqualFold(name, "proxy-authenticate") || EqualFold(name, "proxy-authorization") {
+			return HopField
+		}
+	case 17:
+		if EqualFold(name, "transfer-encoding") {
+			return TransferEncodingField
+		}
+	}
+	return OtherField
+}
