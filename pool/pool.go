@@ -78,6 +78,15 @@ func (p *Pool) Servers() []*Server {
 func (p *Pool) Pick(exclude *Server) *Server {
 	seq := *p.schedule.Load()
 	n := uint64(len(seq))
+	if n == 1 {
+		// No order to keep: the shared counter, which every request would
+		// contend for, is left alone.
+		if s := seq[0]; s != exclude && s.State() == healthcheck.Up {
+			s.inFlight.Add(1)
+			return s
+		}
+		return nil
+	}
 	for range n {
 		s := seq[(p.next.Add(1)-1)%n]
 		if s != exclude && s.State() == healthcheck.Up {

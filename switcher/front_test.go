@@ -301,6 +301,35 @@ func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
 	}
 }
 
+// A kept-alive connection stays open for the next request, and is closed
+// once it has waited client_idle_timeout for one.
+func TestFrontClosesAConnectionIdleTooLong(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"200ms\"\n", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	var sent time.Time // the last request's: its end is later, and the wait counts from that
+	for i := range 3 {
+		sent = time.Now()
+		_, err = io.WriteString(c, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+		must(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on a kept-alive connection: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("an idle connection: read gave %v, want the front's close (EOF)", err)
+	}
+	if waited := time.Since(sent); waited < 150*time.Millisecond {
+		t.Fatalf("an idle connection was closed after %v, before client_idle_timeout (200ms, less its slack)", waited)
+	}
+}
+
 // A held request notices its client leaving even after the idle and header
 // deadlines of the front have passed.
 func TestFrontNoticesAHeldClientLeavingAfterItsDeadlines(t *testing.T) {
