@@ -68,16 +68,18 @@ func connectionListed(h http.Header) map[string]bool {
 // are small, and a thousand of them in flight should not hold 32 KiB each.
 const smallBody = 4 << 10
 
-// leanScratches recycle what one lean request needs besides its writer:
-// the buffer that holds the upstream request's head and body (1 KiB fits
-// most heads, and one that grows is kept up to 8 KiB), the buffer that
-// copies a small response body, and the response itself. One pool for the
-// three: each Get and Put costs about as much as a small allocation.
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+
+// leanScratches recycle what one lean request holds while it waits for
+// its answer: the buffer of the upstream request's head and body (1 KiB fits
+// most heads, and one that grows is kept up to 8 KiB) and the response. One
+// pool for both: each Get and Put costs about as much as a small
+// allocation. The buffer that copies the body is taken only once the
+// answer is there: a thousand requests waiting hold none.
 var leanScratches = sync.Pool{New: func() any { return &leanScratch{msg: make([]byte, 0, 1024)} }}
 
 type leanScratch struct {
 	msg   []byte
-	small [smallBody]byte
 	reply pool.Reply
 }
 
@@ -204,10 +206,10 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	if fields.Raw != nil {
 		// The request is sent: its buffer takes the fields that are kept.
 		stream := s.writeRawHead(w, resp, fields, buf[:0])
-		s.copyBody(w, resp, stream, scratch.small[:])
+		s.copyBody(w, resp, stream)
 		return
 	}
-	s.writeResponse(w, resp, scratch.small[:])
+	s.writeResponse(w, resp)
 }
 
 // rawHeadWriter is a ResponseWriter that sends header fields as the
@@ -299,7 +301,7 @@ func listedIn(connection [][]byte, name []byte) bool {
 // writeResponse copies an upstream response to the client: end-to-end
 // headers, the body (flushed at once when it is a stream: server-sent
 // events, or of unknown length), and trailers.
-func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response, small []byte) {
+func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 	h := w.Header()
 	listed := connectionListed(resp.Header)
 	for k, vv := range resp.Header {
@@ -315,25 +317,26 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response, sma
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"), small)
+	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
 }
 
 // copyBody copies the body and trailers of resp, whose head is written,
 // flushing at once when it is a stream: an event stream, or of unknown
-// length. A body of at most smallBody bytes is copied through small.
-func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool, small []byte) {
+// length.
+func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool) {
 	h := w.Header()
 	flusher, _ := w.(http.Flusher)
 	stream := flusher != nil && (resp.ContentLength < 0 || eventStream)
 	if stream {
 		flusher.Flush()
 	}
-	buf := small
-	if resp.ContentLength < 0 || resp.ContentLength > smallBody {
-		bufp := buffers.Get().(*[]byte)
-		defer buffers.Put(bufp)
-		buf = *bufp
+	buffers := &buffers
+	if resp.ContentLength >= 0 && resp.ContentLength <= smallBody {
+		buffers = &smallBuffers
 	}
+	bufp := buffers.Get().(*[]byte)
+	defer buffers.Put(bufp)
+	buf := *bufp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
