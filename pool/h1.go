@@ -228,10 +228,7 @@ func Idempotent(r *http.Request) bool {
 // An idle connection is checked with a peek (alive), but for one that a
 // resendable request may trust unchecked: it had its last request sent
 // within recentUse and that answer ended cleanly (cleanEnd), so nothing
-// but a close is due on it. (A server that sends more than its answer's
-// Content-Length, in a later packet, would have that read as the next
-// answer, which then fails; the peek would have found it only if it came
-// before the reuse.) Under load nearly every request
+// is left to come on it but a close. Under load nearly every request
 // takes such a connection, and is spared the system call; one the server
 // closed meanwhile fails the request before its response, and exchange
 // sends it again.
@@ -273,12 +270,9 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time, resendable bool) 
 }
 
 // recentUse is how recently a connection must have had its last request
-// sent for conn to trust it without a peek: well under any server's
-// keep-alive timeout (seconds), so that such a connection is rarely found
-// closed, and long enough that under load every reuse is one (at 25,000
-// requests a second over 64 connections, a connection is reused every
-// 2.5 ms). A variable for tests, which make every use recent.
-var recentUse = 100 * time.Millisecond
+// sent for conn to trust it without a peek: about the time of one
+// exchange under load. A variable for tests, which make every use recent.
+var recentUse = 2 * time.Millisecond
 
 // alive reports whether an idle connection is still open and quiet: a
 // non-blocking peek sees neither the server's close nor stray bytes.
