@@ -49,14 +49,9 @@ func (t *h1Transport) retire() {
 type h1Conn struct {
 	net.Conn
 	idleSince time.Time // when its last request was sent: close enough for idleTimeout, and no clock read
-	// cleanEnd: its last response was parsed in place, with a body of
-	// declared length that it has. After a HEAD, 204 or 304 answer a sloppy
-	// server may still send a body, and after one that net/http parsed the
-	// framing was its; such a connection is always peeked before reuse.
-	cleanEnd bool
-	br       *bufio.Reader
-	deadline deadline.Read // moved only when it must: most requests set none
-	nread    int64         // bytes read since the request was written
+	br        *bufio.Reader
+	deadline  deadline.Read // moved only when it must: most requests set none
+	nread     int64         // bytes read since the request was written
 
 	raw     syscall.RawConn // for alive's peek; nil when not a socket
 	peek    func(fd uintptr)
@@ -171,18 +166,15 @@ var aLongTimeAgo = time.Unix(1, 0)
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
 // response has no body); the response is made in reply. fields is as
-// readResponse returns it. A connection that fails before a byte of the
-// response is replaced when the request may go again: always after
-// errUnread, for an idempotent request after errStale; a few times at most.
+// readResponse returns it. A
+// connection that fails before a byte of the response is replaced when the
+// request may go again: always after errUnread, for an idempotent request
+// after errStale; a few times at most.
 func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
 	idempotent := Idempotent(req)
-	// A connection that died unseen costs such a request only a new one:
-	// its failure is errUnread (a small request meets the reset that
-	// answers it) or errStale (an idempotent one), and it goes again.
-	resendable := idempotent || len(msg) <= oneRead
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
-		c, dialed, unchecked, err := t.conn(req.Context(), now, resendable)
+		c, dialed, err := t.conn(req.Context(), now)
 		if err != nil {
 			return nil, Fields{}, err
 		}
@@ -194,13 +186,6 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			return resp, fields, nil
 		}
 		c.Close()
-		if unchecked {
-			// The next connections are checked, and this try does not
-			// count: the server may have closed every idle one at once
-			// (a restart), which must not use up the request's tries.
-			resendable = false
-			attempt--
-		}
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
 			continue
 		}
@@ -224,15 +209,7 @@ func Idempotent(r *http.Request) bool {
 }
 
 // conn returns a live idle connection, or dials a new one (dialed).
-//
-// An idle connection is checked with a peek (alive), but for one that a
-// resendable request may trust unchecked: it had its last request sent
-// within recentUse and that answer ended cleanly (cleanEnd), so nothing
-// is left to come on it but a close. Under load nearly every request
-// takes such a connection, and is spared the system call; one the server
-// closed meanwhile fails the request before its response, and exchange
-// sends it again.
-func (t *h1Transport) conn(ctx context.Context, now time.Time, resendable bool) (c *h1Conn, dialed, unchecked bool, err error) {
+func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, dialed bool, err error) {
 	for {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -244,35 +221,22 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time, resendable bool) 
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		idle := now.Sub(c.idleSince)
-		if idle >= idleTimeout {
-			c.Close()
-			continue
-		}
-		if resendable && idle < recentUse && c.cleanEnd && c.br.Buffered() == 0 {
-			return c, false, true, nil
-		}
-		if c.alive() {
-			return c, false, false, nil
+		if now.Sub(c.idleSince) < idleTimeout && c.alive() {
+			return c, false, nil
 		}
 		c.Close()
 	}
 	nc, err := t.dial(ctx)
 	if err != nil {
-		return nil, false, false, err
+		return nil, false, err
 	}
 	c = &h1Conn{Conn: nc}
 	c.setPeek()
 	// Response heads are small and larger body reads bypass the buffer, so a
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
-	return c, true, false, nil
+	return c, true, nil
 }
-
-// recentUse is how recently a connection must have had its last request
-// sent for conn to trust it without a peek: about the time of one
-// exchange under load. A variable for tests, which make every use recent.
-var recentUse = 2 * time.Millisecond
 
 // alive reports whether an idle connection is still open and quiet: a
 // non-blocking peek sees neither the server's close nor stray bytes.
@@ -397,7 +361,6 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		c.deadline.Set(c.Conn, time.Time{})
 	}
 	body.src, body.n, body.reuse = resp.Body, bodyLen, !resp.Close && !req.Close
-	c.cleanEnd = fields.Raw != nil && req.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
 	resp.Body = body
 	return resp, fields, nil
 }

@@ -10,8 +10,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -130,124 +128,6 @@ func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
 		if resp, body := send(t, p, method, "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
-	}
-}
-
-// trustEveryUse makes every idle connection recent enough to be reused
-// without the peek, for the test that calls it.
-func trustEveryUse(t *testing.T) {
-	old := recentUse
-	recentUse = time.Hour
-	t.Cleanup(func() { recentUse = old })
-}
-
-// A request too large to be known unread when it fails (a POST of more
-// than one server read) is never sent on an idle connection unchecked: the
-// peek finds the server's close first.
-func TestLeanPathChecksIdleConnectionsForLargePOSTs(t *testing.T) {
-	trustEveryUse(t)
-	addr, accepted := rawServer(t, func(_ int64, c net.Conn) {
-		defer c.Close()
-		answerOK(c, "") // kept alive, then closed
-	})
-	p := newTestPool(t, spec(addr, 1))
-	large := strings.Repeat("x", 2*oneRead)
-	for i := range 5 {
-		if resp, body := send(t, p, "POST", "/", large); resp.StatusCode != 200 || body != "ok" {
-			t.Fatalf("POST %d: %d %q", i+1, resp.StatusCode, body)
-		}
-	}
-	if n := accepted.Load(); n != 5 {
-		t.Fatalf("%d connections for 5 POSTs to a server that closes each after its answer, want 5", n)
-	}
-}
-
-// A server that closes every idle connection at once (a restart) costs a
-// request one try on a connection taken unchecked, then the others are
-// checked: the request is answered on a new one, not failed for having
-// met more dead connections than it has tries.
-func TestLeanPathSurvivesEveryIdleConnectionClosingAtOnce(t *testing.T) {
-	trustEveryUse(t)
-	const k = maxAttempts + 2
-	var arrived, closed sync.WaitGroup
-	arrived.Add(k)
-	closed.Add(k)
-	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
-		if n > k {
-			defer c.Close()
-			answerOK(c, "")
-			return
-		}
-		ok := readRequest(c)
-		arrived.Done()
-		arrived.Wait() // k connections in use at once, so that k go idle
-		if ok {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-		c.Close()
-		closed.Done()
-	})
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, MaxIdle: k}})
-	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
-	errs := make(chan error, k)
-	for range k {
-		go func() {
-			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			errs <- err
-		}()
-	}
-	for range k {
-		if err := <-errs; err != nil {
-			t.Fatalf("warming %d connections: %v", k, err)
-		}
-	}
-	closed.Wait() // every idle connection is closed by the server now
-	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("POST after the server closed every idle connection: %d %q", resp.StatusCode, body)
-	}
-	if n := accepted.Load(); n != k+1 {
-		t.Fatalf("%d connections, want %d: the POST went on one new connection", n, k+1)
-	}
-}
-
-// A sloppy server may send a body after its answer to a HEAD; the
-// connection is checked before its next use, so the next request does not
-// read that body as its answer.
-func TestLeanPathChecksAConnectionAfterAHEAD(t *testing.T) {
-	trustEveryUse(t)
-	headRead, junkSent := make(chan struct{}), make(chan struct{})
-	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
-		defer c.Close()
-		if n > 1 {
-			answerOK(c, "")
-			return
-		}
-		if !readRequest(c) {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
-		<-headRead
-		io.WriteString(c, "body") // the HEAD's body, which it must not have
-		close(junkSent)
-		readRequest(c) // a request sent here gets no answer
-	})
-	p := newTestPool(t, spec(addr, 1))
-	if resp, _ := send(t, p, "HEAD", "/", ""); resp.StatusCode != 200 {
-		t.Fatalf("HEAD: %d", resp.StatusCode)
-	}
-	close(headRead)
-	<-junkSent
-	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("POST after a HEAD answered with a body: %d %q", resp.StatusCode, body)
-	}
-	if n := accepted.Load(); n != 2 {
-		t.Fatalf("%d connections, want 2: the POST left the HEAD's", n)
 	}
 }
 
