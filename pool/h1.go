@@ -240,6 +240,15 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 
 // alive reports whether an idle connection is still open and quiet: a
 // non-blocking peek sees neither the server's close nor stray bytes.
+//
+// Every reuse pays this system call, and it must: a connection the server
+// closed is usually answered with a reset when the request reaches it,
+// which exchange handles, but not when something in between (socat, an ssh
+// tunnel) passes the close on as a half-close. Then send's wait, which
+// forgets the readiness the close left, would last until the header
+// timeout; and bytes beyond a response's Content-Length would be read as
+// the next answer. The peek leaves only the moment between it and the
+// write for either to slip in.
 func (c *h1Conn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false

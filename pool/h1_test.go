@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -128,6 +130,148 @@ func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
 		if resp, body := send(t, p, method, "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
+	}
+}
+
+// A request too large to be known unread when it fails (a POST of more
+// than one server read) is not failed by a server that closes its idle
+// connections: the peek finds the close before the request is sent.
+func TestLeanPathChecksIdleConnectionsForLargePOSTs(t *testing.T) {
+	addr, accepted := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		answerOK(c, "") // kept alive, then closed
+	})
+	p := newTestPool(t, spec(addr, 1))
+	large := strings.Repeat("x", 2*oneRead)
+	for i := range 5 {
+		if resp, body := send(t, p, "POST", "/", large); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("POST %d: %d %q", i+1, resp.StatusCode, body)
+		}
+	}
+	if n := accepted.Load(); n != 5 {
+		t.Fatalf("%d connections for 5 POSTs to a server that closes each after its answer, want 5", n)
+	}
+}
+
+// A server that closes every idle connection at once (a restart) costs a
+// request none of its tries: the peek finds each closed before the request
+// is sent, and the request is answered on a new connection, not failed
+// for having met more dead connections than it has tries.
+func TestLeanPathSurvivesEveryIdleConnectionClosingAtOnce(t *testing.T) {
+	const k = maxAttempts + 2
+	var arrived, closed sync.WaitGroup
+	arrived.Add(k)
+	closed.Add(k)
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		if n > k {
+			defer c.Close()
+			answerOK(c, "")
+			return
+		}
+		ok := readRequest(c)
+		arrived.Done()
+		arrived.Wait() // k connections in use at once, so that k go idle
+		if ok {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		c.Close()
+		closed.Done()
+	})
+	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, MaxIdle: k}})
+	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
+	t.Cleanup(p.Close)
+	errs := make(chan error, k)
+	for range k {
+		go func() {
+			req, _ := http.NewRequest("GET", "http://upstream/", nil)
+			resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range k {
+		if err := <-errs; err != nil {
+			t.Fatalf("warming %d connections: %v", k, err)
+		}
+	}
+	closed.Wait() // every idle connection is closed by the server now
+	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST after the server closed every idle connection: %d %q", resp.StatusCode, body)
+	}
+	if n := accepted.Load(); n != k+1 {
+		t.Fatalf("%d connections, want %d: the POST went on one new connection", n, k+1)
+	}
+}
+
+// A sloppy server may send a body after its answer to a HEAD; the peek
+// finds it before the connection's next use, so the next request does not
+// read that body as its answer.
+func TestLeanPathChecksAConnectionAfterAHEAD(t *testing.T) {
+	headRead, junkSent := make(chan struct{}), make(chan struct{})
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		defer c.Close()
+		if n > 1 {
+			answerOK(c, "")
+			return
+		}
+		if !readRequest(c) {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+		<-headRead
+		io.WriteString(c, "body") // the HEAD's body, which it must not have
+		close(junkSent)
+		readRequest(c) // a request sent here gets no answer
+	})
+	p := newTestPool(t, spec(addr, 1))
+	if resp, _ := send(t, p, "HEAD", "/", ""); resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+	close(headRead)
+	<-junkSent
+	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST after a HEAD answered with a body: %d %q", resp.StatusCode, body)
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2: the POST left the HEAD's", n)
+	}
+}
+
+// Something between turnout and the app (socat, an ssh tunnel, an old
+// docker-proxy) may pass the app's close on as a half-close: a FIN, while
+// it still reads. No reset answers a request sent there, so nothing but the
+// peek tells that the connection is dead; a request sent on it would wait
+// for the response header timeout.
+func TestLeanPathChecksAHalfClosedConnection(t *testing.T) {
+	halfClosed := make(chan struct{})
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		defer c.Close()
+		if n > 1 {
+			answerOK(c, "")
+			return
+		}
+		answerOK(c, "")
+		c.(*net.TCPConn).CloseWrite() // the app closed; the relay still reads
+		close(halfClosed)
+		io.Copy(io.Discard, c)
+	})
+	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4}})
+	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
+	t.Cleanup(p.Close)
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	<-halfClosed
+	for _, method := range []string{"GET", "POST"} {
+		if resp, body := send(t, p, method, "/", "x"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("%s after the half-close: %d %q", method, resp.StatusCode, body)
+		}
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3: the half-closed one was not used again", n)
 	}
 }
 
