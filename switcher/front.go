@@ -219,11 +219,7 @@ func (fc *frontConn) serve() {
 			return
 		}
 		if len(cr.buffered()) == 0 {
-			now := w.end
-			if now.IsZero() {
-				now = time.Now()
-			}
-			fc.deadline.Within(fc.c, now, f.idleTimeout)
+			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
 			if cr.fill() != nil {
 				return
 			}
@@ -489,9 +485,8 @@ type frontWriter struct {
 	wroteHeader bool
 	chunked     bool
 	noBody      bool
-	close       bool      // close the connection after this response
-	bytes       int64     // body bytes written, for metrics and the access log
-	end         time.Time // when the handler was done, if it said (finished)
+	close       bool  // close the connection after this response
+	bytes       int64 // body bytes written, for metrics and the access log
 	err         error
 	scratch     [20]byte
 }
@@ -501,7 +496,6 @@ func (w *frontWriter) reset(req *http.Request) {
 		clear(w.header)
 	}
 	w.req, w.status, w.wroteHeader, w.chunked, w.noBody, w.err, w.bytes = req, 0, false, false, false, nil, 0
-	w.end = time.Time{}
 	w.close = req.Close
 }
 
@@ -641,8 +635,6 @@ func (w *frontWriter) Write(p []byte) (int, error) {
 // written reports the final status sent (0 before one) and the body bytes
 // (see statusKeeper).
 func (w *frontWriter) written() (int, int64) { return w.status, w.bytes }
-
-func (w *frontWriter) finished(at time.Time) { w.end = at }
 
 // Flush sends what was written so far (server-sent events).
 func (w *frontWriter) Flush() {

@@ -172,6 +172,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 		if cap(scratch.msg) > 8<<10 {
 			scratch.msg = make([]byte, 0, 1024)
 		}
+		scratch.reply = pool.Reply{} // let go of the request, the connection, the body
 		leanScratches.Put(scratch)
 	}()
 	buf := s.encodeRequest(scratch.msg[:0], r)

@@ -350,11 +350,7 @@ func (s *Switcher) instrument(next http.Handler) http.Handler {
 		if code == 0 {
 			code = http.StatusOK
 		}
-		end := time.Now()
-		if sk, ok := w.(statusKeeper); ok {
-			sk.finished(end)
-		}
-		elapsed := end.Sub(start)
+		elapsed := time.Since(start)
 		pm.count(code)
 		pm.duration.Observe(elapsed.Seconds())
 		if s.settings.Load().cfg.AccessLog {
@@ -371,9 +367,6 @@ var recorders = sync.Pool{New: func() any { return new(recorder) }}
 // front's writer, which needs no recorder.
 type statusKeeper interface {
 	written() (code int, bytes int64)
-	// finished tells when the handler was done with the request: the
-	// front's next wait for a request starts then, without a clock read.
-	finished(at time.Time)
 }
 
 // recorder notes the final status and body size of a response. Flush,
@@ -395,8 +388,6 @@ func (w *recorder) WriteHeader(code int) {
 }
 
 func (w *recorder) written() (int, int64) { return w.code, w.bytes }
-
-func (w *recorder) finished(time.Time) {}
 
 func (w *recorder) Write(p []byte) (int, error) {
 	if w.code == 0 {
