@@ -53,10 +53,7 @@ type h1Conn struct {
 	deadline  deadline.Read // moved only when it must: most requests set none
 	nread     int64         // bytes read since the request was written
 
-	raw     syscall.RawConn // for alive's peek; nil when not a socket
-	peek    func(fd uintptr)
-	peekBuf [1]byte
-	peekErr error
+	raw syscall.RawConn // for send's wait and peek; nil when not a socket
 
 	// send's state, kept here so that a request allocates nothing for it.
 	sendFn  func(fd uintptr) bool
@@ -64,6 +61,8 @@ type h1Conn struct {
 	sendN   int
 	sendErr error
 	sent    bool
+	check   bool // peek before the write: the connection was idle
+	peekBuf [1]byte
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -157,8 +156,14 @@ func (c *h1Conn) pendingError() error {
 }
 
 // testBeforeWrite lets a test act in the instant between the choice of a
-// connection and the write of the request; always nil outside tests.
-var testBeforeWrite func(c *h1Conn)
+// connection and its peek; testAfterPeek, between the peek (if any) and
+// the write of the request. Always nil outside tests.
+var testBeforeWrite, testAfterPeek func(c *h1Conn)
+
+// errGone is an idle connection that send's peek found closed by the
+// server, or holding bytes nobody asked for: the request was not written,
+// and goes on another connection.
+var errGone = errors.New("idle connection closed by the server")
 
 // aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
 var aLongTimeAgo = time.Unix(1, 0)
@@ -186,6 +191,10 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			return resp, fields, nil
 		}
 		c.Close()
+		if err == errGone && req.Context().Err() == nil {
+			attempt-- // not a try: nothing was sent, and the idle connections are finite
+			continue
+		}
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
 			continue
 		}
@@ -208,7 +217,8 @@ func Idempotent(r *http.Request) bool {
 	return len(r.Header["Idempotency-Key"]) > 0 || len(r.Header["X-Idempotency-Key"]) > 0
 }
 
-// conn returns a live idle connection, or dials a new one (dialed).
+// conn returns an idle connection, which send checks before it writes on
+// it, or dials a new one (dialed).
 func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, dialed bool, err error) {
 	for {
 		t.mu.Lock()
@@ -221,7 +231,8 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if now.Sub(c.idleSince) < idleTimeout && c.alive() {
+		if now.Sub(c.idleSince) < idleTimeout && c.br.Buffered() == 0 {
+			c.check = c.raw != nil // not a socket (tests): nothing to peek at
 			return c, false, nil
 		}
 		c.Close()
@@ -231,44 +242,16 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 		return nil, false, err
 	}
 	c = &h1Conn{Conn: nc}
-	c.setPeek()
+	c.setRaw()
 	// Response heads are small and larger body reads bypass the buffer, so a
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
 	return c, true, nil
 }
 
-// alive reports whether an idle connection is still open and quiet: a
-// non-blocking peek sees neither the server's close nor stray bytes.
-//
-// Every reuse pays this system call, and it must: a connection the server
-// closed is usually answered with a reset when the request reaches it,
-// which exchange handles, but not when something in between (socat, an ssh
-// tunnel) passes the close on as a half-close. Then send's wait, which
-// forgets the readiness the close left, would last until the header
-// timeout; and bytes beyond a response's Content-Length would be read as
-// the next answer. The peek leaves only the moment between it and the
-// write for either to slip in.
-func (c *h1Conn) alive() bool {
-	if c.br.Buffered() > 0 {
-		return false
-	}
-	if c.raw == nil {
-		return true // not a socket (tests): nothing to peek at
-	}
-	// Control, not Read: a read deadline left from the last response must
-	// not fail the peek.
-	if err := c.raw.Control(c.peek); err != nil {
-		return false
-	}
-	// EAGAIN: nothing to read and not closed. Anything else (a close, bytes
-	// nobody asked for, an error) makes the connection unfit for reuse.
-	return errors.Is(c.peekErr, syscall.EAGAIN)
-}
-
-// setPeek prepares, once per connection, alive's non-blocking peek and
-// send's callback, so that a request costs no allocation for them.
-func (c *h1Conn) setPeek() {
+// setRaw prepares, once per connection, send's access to the socket and
+// its callback, so that a request costs no allocation for them.
+func (c *h1Conn) setRaw() {
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
 		return
@@ -279,9 +262,6 @@ func (c *h1Conn) setPeek() {
 	}
 	c.raw = raw
 	c.sendFn = c.sendOnce
-	c.peek = func(fd uintptr) {
-		_, _, c.peekErr = syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}
 }
 
 func (t *h1Transport) put(c *h1Conn) {
@@ -327,6 +307,9 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	written := now
 	if err != nil {
 		stop()
+		if err == errGone {
+			return nil, Fields{}, err
+		}
 		if ctx.Err() == nil {
 			return nil, Fields{}, c.staleError(err, len(msg), 0)
 		}
@@ -386,6 +369,17 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 // (the header deadline, a cancel) is left for the read that follows, which
 // meets it again and reports it. A request the socket's buffer did not take
 // whole (a server that stopped reading) is finished by net.Conn's Write.
+//
+// On a connection that was idle (check), sendOnce first peeks, without
+// waiting, and writes only when it finds nothing: no close and no stray
+// bytes; errGone otherwise. The peek comes after the readiness is
+// cleared, so a close that arrives after it still ends the wait. Every
+// reuse pays this system call, and it must: a closed connection is usually
+// answered with a reset when the request reaches it, which exchange
+// handles, but not when something in between (socat, an ssh tunnel) passes
+// the server's close on as a half-close; then the wait would last until the
+// header timeout. And bytes beyond a response's Content-Length would be read
+// as the next answer.
 func (c *h1Conn) send(msg []byte) error {
 	if c.raw == nil {
 		_, err := c.Conn.Write(msg)
@@ -396,6 +390,11 @@ func (c *h1Conn) send(msg []byte) error {
 	n, err := c.sendN, c.sendErr
 	c.sendMsg = nil
 	switch {
+	case c.check || err == errGone:
+		// Gone, or never peeked at: RawConn.Read failed before it called
+		// sendOnce (a cancel).
+		c.check = false
+		return errGone
 	case err == nil && n == len(msg):
 		return nil
 	case n < 0 || err == syscall.EAGAIN || err == syscall.EINTR:
@@ -407,13 +406,25 @@ func (c *h1Conn) send(msg []byte) error {
 	return err
 }
 
-// sendOnce is send's callback: the first call writes, the next one (the
-// connection became readable) ends the wait.
+// sendOnce is send's callback: the first call peeks (see send) and
+// writes, the next one (the connection became readable) ends the wait.
 func (c *h1Conn) sendOnce(fd uintptr) bool {
 	if c.sent {
 		return true
 	}
 	c.sent = true
+	if c.check {
+		c.check = false
+		// EAGAIN: nothing to read and not closed. Anything else (a close,
+		// bytes nobody asked for, an error) makes the connection unfit.
+		if _, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT); err != syscall.EAGAIN {
+			c.sendErr = errGone
+			return true
+		}
+	}
+	if testAfterPeek != nil {
+		testAfterPeek(c)
+	}
 	c.sendN, c.sendErr = syscall.Write(int(fd), c.sendMsg)
 	return c.sendErr != nil || c.sendN < len(c.sendMsg)
 }

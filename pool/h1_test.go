@@ -375,15 +375,15 @@ func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
 		defer c.Close()
 		answerOK(c, "Connection: close\r\n")
 	})
-	testBeforeWrite = func(c *h1Conn) {
-		testBeforeWrite = nil
+	testAfterPeek = func(c *h1Conn) {
+		testAfterPeek = nil
 		(<-first).Close()
 		// Wait until the close has reached our side.
-		for c.pendingError() == nil && c.alive() {
+		for c.pendingError() == nil && quiet(c) {
 			runtime.Gosched()
 		}
 	}
-	defer func() { testBeforeWrite = nil }()
+	defer func() { testAfterPeek = nil }()
 	p := newTestPool(t, spec(addr, 1))
 	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
@@ -391,6 +391,15 @@ func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
 	if accepted.Load() != 2 {
 		t.Fatalf("%d connections, want 2: the closed one and the one the POST went again on", accepted.Load())
 	}
+}
+
+// quiet reports whether nothing waits to be read on c: no close, no bytes.
+func quiet(c *h1Conn) bool {
+	var err error
+	c.raw.Control(func(fd uintptr) {
+		_, _, err = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return err == syscall.EAGAIN
 }
 
 // TestLeanPathDropsAndCrashes: a server that reads a request and closes at
