@@ -191,7 +191,10 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			return resp, fields, nil
 		}
 		c.Close()
-		if err == errGone && req.Context().Err() == nil {
+		if err == errGone {
+			if err := req.Context().Err(); err != nil {
+				return nil, Fields{}, err
+			}
 			attempt-- // not a try: nothing was sent, and the idle connections are finite
 			continue
 		}
@@ -303,11 +306,17 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	if t.headerTimeout > 0 {
 		c.deadline.Within(c.Conn, now, t.headerTimeout)
 	}
+	if ctx.Done() != nil && ctx.Err() != nil {
+		// Cancelled meanwhile (the client went away): AfterFunc's deadline
+		// may not be set yet, or Within may have moved it.
+		stop()
+		return nil, Fields{}, ctx.Err()
+	}
 	err := c.send(msg)
 	written := now
 	if err != nil {
 		stop()
-		if err == errGone {
+		if err == errGone || errors.Is(err, errUnread) {
 			return nil, Fields{}, err
 		}
 		if ctx.Err() == nil {
@@ -397,10 +406,12 @@ func (c *h1Conn) send(msg []byte) error {
 		return errGone
 	case err == nil && n == len(msg):
 		return nil
-	case n < 0 || err == syscall.EAGAIN || err == syscall.EINTR:
-		n, err = 0, nil
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		n, err = 0, nil // the socket's buffer was full: Write below waits its turn
 	case err != nil:
-		return &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+		// The first write failed (a reset that came after the peek):
+		// nothing of the request went out, whatever its size.
+		return fmt.Errorf("%w (%w)", errUnread, &net.OpError{Op: "write", Net: "tcp", Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", err)})
 	}
 	_, err = c.Conn.Write(msg[n:])
 	return err

@@ -137,9 +137,11 @@ func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
 // than one server read) is not failed by a server that closes its idle
 // connections: the peek finds the close before the request is sent.
 func TestLeanPathChecksIdleConnectionsForLargePOSTs(t *testing.T) {
+	closed := make(chan struct{}, 5)
 	addr, accepted := rawServer(t, func(_ int64, c net.Conn) {
-		defer c.Close()
 		answerOK(c, "") // kept alive, then closed
+		c.Close()
+		closed <- struct{}{}
 	})
 	p := newTestPool(t, spec(addr, 1))
 	large := strings.Repeat("x", 2*oneRead)
@@ -147,6 +149,9 @@ func TestLeanPathChecksIdleConnectionsForLargePOSTs(t *testing.T) {
 		if resp, body := send(t, p, "POST", "/", large); resp.StatusCode != 200 || body != "ok" {
 			t.Fatalf("POST %d: %d %q", i+1, resp.StatusCode, body)
 		}
+		// The close is made before the next POST: one that came while the
+		// POST was on its way would fail it (it may have been read).
+		<-closed
 	}
 	if n := accepted.Load(); n != 5 {
 		t.Fatalf("%d connections for 5 POSTs to a server that closes each after its answer, want 5", n)
@@ -400,6 +405,117 @@ func quiet(c *h1Conn) bool {
 		_, _, err = syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	})
 	return err == syscall.EAGAIN
+}
+
+// A relay's half-close that reaches turnout in the instant between the
+// choice of an idle connection and the write of the request is seen too:
+// the peek comes after send's wait has cleared the readiness the close
+// left, which the wait would otherwise miss.
+func TestLeanPathChecksAConnectionHalfClosedJustBeforeTheWrite(t *testing.T) {
+	halfClose := make(chan struct{})
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		defer c.Close()
+		if n > 1 {
+			answerOK(c, "")
+			return
+		}
+		answerOK(c, "")
+		<-halfClose
+		c.(*net.TCPConn).CloseWrite() // the app closed; the relay still reads
+		io.Copy(io.Discard, c)
+	})
+	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4}})
+	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
+	t.Cleanup(p.Close)
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	testBeforeWrite = func(c *h1Conn) {
+		testBeforeWrite = nil
+		close(halfClose)
+		for quiet(c) { // until the FIN has reached this side
+			runtime.Gosched()
+		}
+		// Give the netpoller the time to take the FIN's readiness: that is
+		// what a peek made before the wait began would lose.
+		time.Sleep(2 * time.Millisecond)
+	}
+	defer func() { testBeforeWrite = nil }()
+	if resp, body := send(t, p, "POST", "/", "x"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST: %d %q", resp.StatusCode, body)
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2: the half-closed one was not written to", n)
+	}
+}
+
+// A reset that reaches an idle connection between its peek and the write
+// fails the write: nothing went out, so even a large POST goes again.
+func TestLeanPathResendsARequestWhoseWriteFailed(t *testing.T) {
+	first := make(chan net.Conn, 1)
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		if n == 1 {
+			answerOK(c, "")
+			first <- c // reset by the test
+			return
+		}
+		defer c.Close()
+		answerOK(c, "")
+	})
+	p := newTestPool(t, spec(addr, 1))
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	testAfterPeek = func(c *h1Conn) {
+		testAfterPeek = nil
+		sc := (<-first).(*net.TCPConn)
+		sc.SetLinger(0) // the close resets the connection
+		sc.Close()
+		for c.pendingError() == nil && quiet(c) {
+			runtime.Gosched()
+		}
+	}
+	defer func() { testAfterPeek = nil }()
+	if resp, body := send(t, p, "POST", "/", strings.Repeat("x", 2*oneRead)); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST: %d %q", resp.StatusCode, body)
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2: the reset one and the one the POST went again on", n)
+	}
+}
+
+// A request whose client went away after its connection was chosen is not
+// sent.
+func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
+	var requests atomic.Int64
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		for readRequest(c) {
+			requests.Add(1)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	p := newTestPool(t, spec(addr, 1))
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	testBeforeWrite = func(*h1Conn) {
+		testBeforeWrite = nil
+		cancel()
+	}
+	defer func() { testBeforeWrite = nil }()
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://upstream/", nil)
+	s := p.Pick(nil)
+	if _, _, err := s.Exchange(req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled POST: %v, want context.Canceled", err)
+	}
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("GET after: %d %q", resp.StatusCode, body)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("the server read %d requests, want 2: the cancelled POST was sent", n)
+	}
 }
 
 // TestLeanPathDropsAndCrashes: a server that reads a request and closes at
