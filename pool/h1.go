@@ -171,10 +171,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 // exchange sends the request (msg: head and body, already encoded) and
 // reads the response head; req gives the context and the method (a HEAD
 // response has no body); the response is made in reply. fields is as
-// readResponse returns it. A
-// connection that fails before a byte of the response is replaced when the
-// request may go again: always after errUnread, for an idempotent request
-// after errStale; a few times at most.
+// readResponse returns it. A connection that fails before a byte of the
+// response is replaced when the request may go again: always after
+// errUnread, for an idempotent request after errStale; a few times at
+// most. An idle connection that send found gone is replaced without
+// counting: nothing was sent on it.
 func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
 	idempotent := Idempotent(req)
 	for attempt := 1; ; attempt++ {
