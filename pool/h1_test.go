@@ -182,9 +182,7 @@ func TestLeanPathSurvivesEveryIdleConnectionClosingAtOnce(t *testing.T) {
 		c.Close()
 		closed.Done()
 	})
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, MaxIdle: k}})
-	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
+	p := newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, MaxIdle: k})
 	errs := make(chan error, k)
 	for range k {
 		go func() {
@@ -245,30 +243,52 @@ func TestLeanPathChecksAConnectionAfterAHEAD(t *testing.T) {
 	}
 }
 
+// halfClosingRelay stands for a relay in front of an app (socat, an ssh
+// tunnel): its first connection gets one answer, then, once halfClose is
+// closed, the app's close as a half-close (a FIN, while the relay still
+// reads); halfClosed is closed then. Later connections get an answer each.
+// It returns a pool with a response header timeout of 5 s on it, whose
+// first GET has been answered.
+func halfClosingRelay(t *testing.T, halfClose <-chan struct{}) (p *Pool, accepted *atomic.Int64, halfClosed <-chan struct{}) {
+	t.Helper()
+	done := make(chan struct{})
+	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
+		defer c.Close()
+		answerOK(c, "")
+		if n > 1 {
+			return
+		}
+		<-halfClose
+		c.(*net.TCPConn).CloseWrite()
+		close(done)
+		io.Copy(io.Discard, c)
+	})
+	p = newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
+	}
+	return p, accepted, done
+}
+
+// newPoolWith returns a pool of the one server at addr, up, with
+// transport options o.
+func newPoolWith(t *testing.T, addr string, o TransportOptions) *Pool {
+	t.Helper()
+	p := New(Options{Name: "A", Transport: o})
+	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
+	t.Cleanup(p.Close)
+	return p
+}
+
 // Something between turnout and the app (socat, an ssh tunnel, an old
 // docker-proxy) may pass the app's close on as a half-close: a FIN, while
 // it still reads. No reset answers a request sent there, so nothing but the
 // peek tells that the connection is dead; a request sent on it would wait
 // for the response header timeout.
 func TestLeanPathChecksAHalfClosedConnection(t *testing.T) {
-	halfClosed := make(chan struct{})
-	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
-		defer c.Close()
-		if n > 1 {
-			answerOK(c, "")
-			return
-		}
-		answerOK(c, "")
-		c.(*net.TCPConn).CloseWrite() // the app closed; the relay still reads
-		close(halfClosed)
-		io.Copy(io.Discard, c)
-	})
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4}})
-	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
-	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
-	}
+	halfClose := make(chan struct{})
+	close(halfClose) // at once, after the first answer
+	p, accepted, halfClosed := halfClosingRelay(t, halfClose)
 	<-halfClosed
 	for _, method := range []string{"GET", "POST"} {
 		if resp, body := send(t, p, method, "/", "x"); resp.StatusCode != 200 || body != "ok" {
@@ -413,23 +433,7 @@ func quiet(c *h1Conn) bool {
 // left, which the wait would otherwise miss.
 func TestLeanPathChecksAConnectionHalfClosedJustBeforeTheWrite(t *testing.T) {
 	halfClose := make(chan struct{})
-	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
-		defer c.Close()
-		if n > 1 {
-			answerOK(c, "")
-			return
-		}
-		answerOK(c, "")
-		<-halfClose
-		c.(*net.TCPConn).CloseWrite() // the app closed; the relay still reads
-		io.Copy(io.Discard, c)
-	})
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4}})
-	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
-	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
-		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
-	}
+	p, accepted, _ := halfClosingRelay(t, halfClose)
 	testBeforeWrite = func(c *h1Conn) {
 		testBeforeWrite = nil
 		close(halfClose)
