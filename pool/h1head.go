@@ -103,8 +103,8 @@ func (f *Fields) add(k int, v []byte) {
 			f.typed = true
 			f.EventStream = bytes.HasPrefix(httpsyntax.TrimSpace(v), []byte("text/event-stream"))
 		}
-	default:
-		f.HopByHop = f.HopByHop || httpsyntax.HopByHop(k)
+	default: // the hop-by-hop kinds
+		f.HopByHop = true
 	}
 }
 

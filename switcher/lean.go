@@ -331,12 +331,12 @@ func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStr
 	if stream {
 		flusher.Flush()
 	}
-	buffers := &buffers
+	bufs := &buffers
 	if resp.ContentLength >= 0 && resp.ContentLength <= smallBody {
-		buffers = &smallBuffers
+		bufs = &smallBuffers
 	}
-	bufp := buffers.Get().(*[]byte)
-	defer buffers.Put(bufp)
+	bufp := bufs.Get().(*[]byte)
+	defer bufs.Put(bufp)
 	buf := *bufp
 	for {
 		n, rerr := resp.Body.Read(buf)
