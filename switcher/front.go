@@ -219,6 +219,12 @@ func (fc *frontConn) serve() {
 			return
 		}
 		if len(cr.buffered()) == 0 {
+			// Answers held for pipelined requests go out before the wait:
+			// what was buffered may have been blank lines, not a request.
+			if w.flush() != nil {
+				return
+			}
+			w.release()
 			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
 			if cr.fill() != nil {
 				return

@@ -119,6 +119,13 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 		t.Fatalf("CRLF after a body, then a bare LF head: %d answers", len(got))
 	}
 
+	// Blank lines after a request, and nothing more yet: the answer must
+	// not wait for a next request.
+	got = rawExchange(t, addr, "GET /blank HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n", 1)
+	if len(got) != 1 || bodyOf(got[0]) != "GET /blank 0" {
+		t.Fatalf("blank lines after a request: %d answers", len(got))
+	}
+
 	got = rawExchange(t, addr, "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ka2 HTTP/1.0\r\n\r\n", 2)
 	if len(got) != 2 || got[0].Close || bodyOf(got[1]) != "GET /ka2 0" || !got[1].Close {
 		t.Fatalf("HTTP/1.0 keep-alive: %d answers", len(got))
