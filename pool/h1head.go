@@ -46,12 +46,12 @@ var errLongHead = errors.New("response head not for the in-place parser")
 func (c *h1Conn) peekHead() ([]byte, error) {
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		i := bytes.Index(buf, []byte("\r\n\r\n"))
-		if j := bytes.Index(buf, []byte("\n\n")); j >= 0 && (i < 0 || j < i) {
+		n, bareLF := httpsyntax.HeadEnd(buf)
+		if bareLF {
 			return nil, errLongHead // bare LF line ends: http.ReadResponse takes them
 		}
-		if i >= 0 {
-			return buf[:i+4], nil
+		if n >= 0 {
+			return buf[:n], nil
 		}
 		if len(buf) == c.br.Size() {
 			return nil, errLongHead
@@ -114,7 +114,9 @@ func (f *Fields) add(k int, v []byte) {
 // resp alone, when the response is not one it takes (see readResponse).
 // bodyLen is the length of the body that follows the head.
 func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields Fields, bodyLen int64, ok bool) {
-	eol := bytes.Index(head, []byte("\r\n"))
+	// peekHead checked that every line ends in CRLF, and that the first
+	// one is not empty.
+	eol := bytes.IndexByte(head, '\n') - 1
 	line := head[:eol]
 	fields.Raw = head[eol+2 : len(head)-2]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !httpsyntax.FieldValue(line) {
@@ -133,7 +135,7 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 	length := int64(-1)
 	closing := false
 	for rest := fields.Raw; len(rest) > 0; {
-		eol := bytes.Index(rest, []byte("\r\n"))
+		eol := bytes.IndexByte(rest, '\n') - 1
 		field := rest[:eol]
 		rest = rest[eol+2:]
 		colon := bytes.IndexByte(field, ':')

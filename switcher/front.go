@@ -302,12 +302,12 @@ func (fc *frontConn) serve() {
 func readHead(cr *connReader, more func()) ([]byte, error) {
 	for first := true; ; first = false {
 		buf := cr.buffered()
-		i := bytes.Index(buf, []byte("\r\n\r\n"))
-		if j := bytes.Index(buf, []byte("\n\n")); j >= 0 && (i < 0 || j < i) {
+		n, bareLF := httpsyntax.HeadEnd(buf)
+		if bareLF {
 			return nil, errBareLF
 		}
-		if i >= 0 {
-			return buf[:i+4], nil
+		if n >= 0 {
+			return buf[:n], nil
 		}
 		if first {
 			more()
@@ -324,12 +324,15 @@ var (
 	errBareLF       = errors.New("request head with bare LF line ends")
 )
 
-// headBuffered reports whether buf holds a whole request head.
+// headBuffered reports whether buf holds a whole request head, or one that
+// net/http is to read.
 func headBuffered(buf []byte) bool {
-	return bytes.Contains(buf, []byte("\r\n\r\n")) || bytes.Contains(buf, []byte("\n\n"))
+	n, bareLF := httpsyntax.HeadEnd(buf)
+	return n >= 0 || bareLF
 }
 
-// parseRequest parses head, a whole request head, into fc's request and
+// parseRequest parses head, a whole request head as readHead returns it
+// (every line ends in CRLF), into fc's request and
 // returns it, or returns nil when the front does not serve it: the front
 // serves HTTP/1.x with no upgrade, no Expect, no chunked body, a body of
 // known length that the lean path takes, one valid Host, and well-formed
@@ -340,7 +343,7 @@ func headBuffered(buf []byte) bool {
 // Pragma, which is passed on as sent.
 func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	text := string(head)
-	line, rest, _ := strings.Cut(text, "\r\n")
+	line, rest := cutLine(text)
 	method, rest1, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest1, " ")
 	if !ok1 || !ok2 || !httpsyntax.Token(method) || method == http.MethodConnect || target == "" {
@@ -367,7 +370,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 	var connection string
 	for rest != "" {
 		var field string
-		field, rest, _ = strings.Cut(rest, "\r\n")
+		field, rest = cutLine(rest)
 		if field == "" {
 			continue // the blank line that ends the head
 		}
@@ -420,6 +423,13 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 		req.Body = &fc.body
 	}
 	return req
+}
+
+// cutLine returns the first line of s without its CRLF, and the rest. Every
+// line of a head that readHead returns ends in CRLF.
+func cutLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	return s[:i-1], s[i+1:]
 }
 
 // parseTarget sets req.URL (and req.Host for an absolute URL) from the

@@ -4,6 +4,7 @@
 package httpsyntax
 
 import (
+	"bytes"
 	"math"
 	"strings"
 )
@@ -60,6 +61,27 @@ func HasToken[T Text](v T, token string) bool {
 		v = v[i+1:]
 	}
 	return false
+}
+
+// HeadEnd returns the length of the message head at the start of buf, up to
+// and including the empty line that ends it, or -1 when buf does not hold
+// it all yet. bareLF reports a line that ends in LF alone: turnout's parsers
+// leave such a head to net/http, which takes it. One pass, a line at a time.
+func HeadEnd(buf []byte) (n int, bareLF bool) {
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return -1, false
+		}
+		j += i
+		if j == 0 || buf[j-1] != '\r' {
+			return -1, true
+		}
+		if j == i+1 && i > 0 {
+			return j + 1, false // the empty line
+		}
+		i = j + 1
+	}
 }
 
 // ContentLength parses a Content-Length value as net/http does: digits

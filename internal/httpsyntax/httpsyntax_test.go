@@ -76,3 +76,29 @@ func TestSameNameIsASCIIOnly(t *testing.T) {
 		t.Error("SameName")
 	}
 }
+
+func TestHeadEnd(t *testing.T) {
+	for _, tc := range []struct {
+		buf    string
+		n      int
+		bareLF bool
+	}{
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27, false},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next", 27, false},
+		{"GET / HTTP/1.1\r\n\r\n", 18, false},
+		{"GET / HTTP/1.1\r\nHost: x\r\n", -1, false},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\r", -1, false},
+		{"GET / HTTP/1.1\r", -1, false},
+		{"", -1, false},
+		{"\r\n\r\n", 4, false}, // an empty first line is not the end: the parsers reject the head
+		{"GET / HTTP/1.1\nHost: x\n\n", -1, true},
+		{"GET / HTTP/1.1\r\nHost: x\n\r\n", -1, true},
+		{"GET / HTTP/1.1\r\nHost: x\r\n\n", -1, true},
+		{"\n", -1, true},
+		{"GET / HTTP/1.1\r\nHost: x\r\rY: z\r\n\r\n", 33, false}, // a lone CR is the parsers' to reject
+	} {
+		if n, bareLF := HeadEnd([]byte(tc.buf)); n != tc.n || bareLF != tc.bareLF {
+			t.Errorf("HeadEnd(%q) = %d, %v; want %d, %v", tc.buf, n, bareLF, tc.n, tc.bareLF)
+		}
+	}
+}
