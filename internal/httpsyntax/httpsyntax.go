@@ -34,7 +34,31 @@ func Token[T Text](s T) bool {
 }
 
 // FieldValue reports whether s holds no control character but tab.
+//
+// It looks at eight bytes at a time: a word with no byte below 0x20 and
+// none equal to 0x7f is fine as it is; only one with either (a tab, most
+// likely) is looked at byte by byte.
 func FieldValue[T Text](s T) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		del := x ^ 0x7f*ones
+		// The high bit of a byte below 0x20 (or of a zero one) survives
+		// the subtraction and the mask; the check can be wrong only the
+		// safe way, for a byte above one that is.
+		if ((x-0x20*ones)&^x|(del-ones)&^del)&highs != 0 && !fieldValueBytes(s[i:i+8]) {
+			return false
+		}
+	}
+	return fieldValueBytes(s[i:])
+}
+
+func fieldValueBytes[T Text](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false

@@ -1,6 +1,7 @@
 package httpsyntax
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -26,6 +27,33 @@ func TestFieldValue(t *testing.T) {
 	if !FieldValue("a b\tc\x80") || FieldValue("a\x00") || FieldValue("a\r\nb") || FieldValue("\x7f") {
 		t.Error("FieldValue")
 	}
+	// Every byte, at every place in a word and in the tail, next to each
+	// kind of neighbour (the word-wide check borrows across bytes).
+	for c := 0; c < 256; c++ {
+		for _, fill := range []byte{'a', 0, '\t', 0x7f, 0x80, 0xff, 0x20, 0x1f} {
+			for n := 1; n <= 17; n++ {
+				for at := 0; at < n; at++ {
+					b := bytes.Repeat([]byte{fill}, n)
+					b[at] = byte(c)
+					if got, want := FieldValue(b), fieldValueBytes(b); got != want {
+						t.Fatalf("FieldValue(%q) = %v, want %v", b, got, want)
+					}
+					if FieldValue(string(b)) != FieldValue(b) {
+						t.Fatalf("FieldValue(%q): string and bytes disagree", b)
+					}
+				}
+			}
+		}
+	}
+}
+
+func FuzzFieldValue(f *testing.F) {
+	f.Add([]byte("text/plain; charset=utf-8\t"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if FieldValue(b) != fieldValueBytes(b) {
+			t.Fatalf("FieldValue(%q) disagrees with the byte-by-byte check", b)
+		}
+	})
 }
 
 func TestHasToken(t *testing.T) {
