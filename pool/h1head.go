@@ -114,8 +114,9 @@ func (f *Fields) add(k int, v []byte) {
 // resp alone, when the response is not one it takes (see readResponse).
 // bodyLen is the length of the body that follows the head.
 func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields Fields, bodyLen int64, ok bool) {
-	// peekHead checked that every line ends in CRLF, and that the first
-	// one is not empty.
+	// peekHead checked that every line ends in CRLF. An empty first line
+	// ("\r\n\r\n") gives eol 0, an empty status line, which the check
+	// below rejects.
 	eol := bytes.IndexByte(head, '\n') - 1
 	line := head[:eol]
 	fields.Raw = head[eol+2 : len(head)-2]

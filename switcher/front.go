@@ -284,6 +284,7 @@ func (fc *frontConn) serve() {
 		if w.close {
 			return
 		}
+		cr.skipBlankLines() // a CRLF after a body is no head
 		if !headBuffered(cr.buffered()) {
 			// Answers to pipelined requests whose heads are all here share
 			// one write; otherwise answer now.
@@ -301,6 +302,7 @@ func (fc *frontConn) serve() {
 // (errHeadTooLarge) or the connection fails.
 func readHead(cr *connReader, more func()) ([]byte, error) {
 	for first := true; ; first = false {
+		cr.skipBlankLines() // the LF of a CRLF may come in a read of its own
 		buf := cr.buffered()
 		n, bareLF := httpsyntax.HeadEnd(buf)
 		if bareLF {

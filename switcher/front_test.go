@@ -139,6 +139,51 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	}
 }
 
+// An answer goes out when what follows its request is not yet a whole
+// head, blank lines or not; and a CRLF split across two reads is still a
+// blank line, not the start of a head.
+func TestFrontAnswersBeforeAPartialNextHead(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, r.URL.Path)
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	for _, raw := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /b HTTP/1.1\r\nHo",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\nGET /b HTTP/1.1\r\nHo",
+		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\nGET /b HTTP/1.1\r\nHo",
+	} {
+		c, err := net.Dial("tcp", h.addrs.Proxy[0])
+		must(t, err)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("%q: no answer: %v", raw, err)
+		} else if b, _ := io.ReadAll(resp.Body); string(b) != "/a" {
+			t.Errorf("%q: answer %q", raw, b)
+		}
+		c.Close()
+	}
+
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	io.ReadAll(resp.Body)
+	io.WriteString(c, "\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	must(t, err)
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK || string(b) != "/b" {
+		t.Errorf("a CRLF split across two reads: %d %q", resp.StatusCode, b)
+	}
+}
+
 func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
 	a := newBackend(t, "A", nil)
 	a.stop()
