@@ -160,6 +160,9 @@ func (c *h1Conn) pendingError() error {
 // the write of the request. Always nil outside tests.
 var testBeforeWrite, testAfterPeek func(c *h1Conn)
 
+// errUnaskedUpgrade is a 101 answer to a request that asked for no upgrade.
+var errUnaskedUpgrade = errors.New("the server switched protocols, which the request did not ask for")
+
 // errGone is an idle connection that send's peek found closed by the
 // server, or holding bytes nobody asked for: the request was not written,
 // and goes on another connection.
@@ -199,7 +202,12 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			attempt-- // not a try: nothing was sent, and the idle connections are finite
 			continue
 		}
-		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent) {
+		// A stale kept-alive connection is the usual reason a reused one
+		// fails: an idempotent request goes again. On a new connection the
+		// server itself failed, maybe on this very request: deliver may
+		// try another server, once (SPEC.md 4.2), and this one is not
+		// asked again.
+		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent && !dialed) {
 			continue
 		}
 		return nil, Fields{}, err
@@ -345,7 +353,13 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 			}
 			return nil, Fields{}, err
 		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			// No request sent here asks for an upgrade: a server that
+			// switches anyway has left HTTP on this connection.
+			stop()
+			return nil, Fields{}, errUnaskedUpgrade
+		}
+		if resp.StatusCode >= 200 {
 			break
 		}
 		// A 1xx informational response (103 Early Hints): pass it on.

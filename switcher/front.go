@@ -166,12 +166,19 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 	go func() {
 		defer close(done)
 		// Data (a pipelined request) means the client is there; an error
-		// other than the deadline that stop sets means it is gone.
-		if len(fc.cr.buffered()) > 0 {
-			return
-		}
-		if err := fc.cr.fill(); err != nil && !isTimeout(err) {
-			close(left)
+		// other than the deadline that stop sets means it is gone. Blank
+		// lines (a CRLF after the body) say neither.
+		for {
+			fc.cr.skipBlankLines()
+			if b := fc.cr.buffered(); len(b) > 0 && string(b) != "\r" {
+				return
+			}
+			if err := fc.cr.fill(); err != nil {
+				if !isTimeout(err) {
+					close(left)
+				}
+				return
+			}
 		}
 	}()
 	return left, func() {
@@ -219,12 +226,6 @@ func (fc *frontConn) serve() {
 			return
 		}
 		if len(cr.buffered()) == 0 {
-			// Answers held for pipelined requests go out before the wait:
-			// what was buffered may have been blank lines, not a request.
-			if w.flush() != nil {
-				return
-			}
-			w.release()
 			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
 			if cr.fill() != nil {
 				return
@@ -233,10 +234,6 @@ func (fc *frontConn) serve() {
 		if !f.setIdle(fc, false) {
 			return
 		}
-		cr.skipBlankLines()
-		if len(cr.buffered()) == 0 {
-			continue // CRLF after a body, as net/http allows
-		}
 		head, err := readHead(cr, func() {
 			// The head came in pieces: the rest is due within the header
 			// timeout.
@@ -244,6 +241,8 @@ func (fc *frontConn) serve() {
 		})
 		var req *http.Request
 		switch {
+		case err == errNoHead:
+			continue // only blank lines (a CRLF after a body, as net/http allows): wait as an idle connection
 		case err == nil:
 			req = fc.parseRequest(head)
 		case err != errHeadTooLarge && err != errBareLF:
@@ -284,26 +283,29 @@ func (fc *frontConn) serve() {
 		if w.close {
 			return
 		}
-		cr.skipBlankLines() // a CRLF after a body is no head
-		if !headBuffered(cr.buffered()) {
-			// Answers to pipelined requests whose heads are all here share
-			// one write; otherwise answer now.
-			if w.flush() != nil {
-				return
-			}
-			w.release()
+		// Answer now, as net/http does, even when the next request is
+		// already here: it may be held or slow, and this answer must not
+		// wait for it.
+		if w.flush() != nil {
+			return
 		}
+		w.release()
 	}
 }
 
 // readHead returns the request head, up to and including the blank line,
-// without consuming it, reading more as needed; before the first read it
-// calls more. An error when the head does not fit in the buffer
-// (errHeadTooLarge) or the connection fails.
+// without consuming it, reading more as needed. Blank lines before it are
+// skipped (RFC 9112 section 2.2); errNoHead when that leaves nothing. Once
+// part of a head is there, and before reading the rest, it calls more. An
+// error when the head does not fit in the buffer (errHeadTooLarge) or the
+// connection fails.
 func readHead(cr *connReader, more func()) ([]byte, error) {
-	for first := true; ; first = false {
+	for begun := false; ; {
 		cr.skipBlankLines() // the LF of a CRLF may come in a read of its own
 		buf := cr.buffered()
+		if len(buf) == 0 {
+			return nil, errNoHead
+		}
 		n, bareLF := httpsyntax.HeadEnd(buf)
 		if bareLF {
 			return nil, errBareLF
@@ -311,7 +313,8 @@ func readHead(cr *connReader, more func()) ([]byte, error) {
 		if n >= 0 {
 			return buf[:n], nil
 		}
-		if first {
+		if !begun && string(buf) != "\r" { // a lone CR may be a blank line's
+			begun = true
 			more()
 		}
 		if err := cr.fill(); err != nil {
@@ -320,18 +323,13 @@ func readHead(cr *connReader, more func()) ([]byte, error) {
 	}
 }
 
-// Heads that net/http reads instead of the front.
 var (
+	// Heads that net/http reads instead of the front.
 	errHeadTooLarge = errors.New("request head larger than the read buffer")
 	errBareLF       = errors.New("request head with bare LF line ends")
+	// errNoHead: only blank lines came, which the front skips.
+	errNoHead = errors.New("no request head yet")
 )
-
-// headBuffered reports whether buf holds a whole request head, or one that
-// net/http is to read.
-func headBuffered(buf []byte) bool {
-	n, bareLF := httpsyntax.HeadEnd(buf)
-	return n >= 0 || bareLF
-}
 
 // parseRequest parses head, a whole request head as readHead returns it
 // (every line ends in CRLF), into fc's request and

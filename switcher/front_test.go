@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -444,4 +445,153 @@ func BenchmarkFront(b *testing.B) {
 			}
 		}
 	})
+}
+
+// An answer to a pipelined request goes out when it is ready, not with the
+// next request's (slow) answer, as net/http's server does.
+func TestFrontAnswersAPipelinedRequestBeforeTheNextEnds(t *testing.T) {
+	release := make(chan struct{})
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	defer close(release)
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("first pipelined answer held behind the second one: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "/fast" {
+		t.Fatalf("got %q", b)
+	}
+}
+
+// A held request whose body was followed by a CRLF (as some clients send)
+// ends when its client leaves: the CRLF is not a sign of life.
+func TestFrontNoticesAHeldClientLeavingAfterACRLF(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	b := newBackend(t, "B", nil)
+	h := startSwitcher(t, fastChecks+`hold_timeout = "15s"`, []string{a.addr}, []string{b.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	_, err = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r\n")
+	must(t, err)
+	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
+	c.Close()
+	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
+}
+
+// After a CRLF split across two reads following a body, the connection is
+// idle: it has the idle timeout, not the header timeout, to send its next
+// request (net/http waits for a request's first bytes under the idle timeout).
+func TestFrontKeepsTheIdleTimeoutAfterASplitCRLF(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, r.URL.Path)
+	})
+	h := startSwitcher(t, "[proxy]\nclient_header_timeout = \"200ms\"\nclient_idle_timeout = \"10s\"\n", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	io.ReadAll(resp.Body)
+	io.WriteString(c, "\n")
+	// The scenario, not a synchronisation: the connection idles three
+	// header timeouts, well within its idle timeout.
+	time.Sleep(600 * time.Millisecond)
+	io.WriteString(c, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("an idle connection was closed after the header timeout: %v", err)
+	}
+	io.ReadAll(resp.Body)
+}
+
+// Pipelined requests (blank lines, bodies, HTTP/1.0 keep-alive, HEAD, a
+// close) split at every byte boundary across two writes all get their
+// answers, in order.
+func TestFrontServesPipelinedRequestsSplitAnywhere(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+r.URL.Path+" "+string(b))
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	raw := "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\nGET /3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD /4 HTTP/1.1\r\nHost: x\r\n\r\nPOST /5 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	want := []string{"GET /1 ", "POST /2 hello", "GET /3 ", "", "POST /5 hi", "GET /6 "}
+	methods := []string{"GET", "POST", "GET", "HEAD", "POST", "GET"}
+	for split := 1; split < len(raw); split++ {
+		c, err := net.Dial("tcp", h.addrs.Proxy[0])
+		must(t, err)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, raw[:split])
+		time.Sleep(time.Millisecond) // the scenario, not a synchronisation: two segments, most likely two reads
+		io.WriteString(c, raw[split:])
+		br := bufio.NewReader(c)
+		for i := range want {
+			resp, err := http.ReadResponse(br, &http.Request{Method: methods[i]})
+			if err != nil {
+				t.Fatalf("split %d: answer %d: %v", split, i+1, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if string(b) != want[i] {
+				t.Fatalf("split %d: answer %d = %q, want %q", split, i+1, b, want[i])
+			}
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("split %d: after Connection: close: %v", split, err)
+		}
+		c.Close()
+	}
+}
+
+// Heads around the front's buffer size (4 KiB), after blank lines and
+// pipelined behind others: the front serves or hands off each, in order.
+func TestFrontServesHeadsAroundItsBufferSize(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+r.URL.Path+" "+string(b)+" "+r.Header.Get("X-Pad")[:3])
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	mk := func(path string, size int, body string) string {
+		head := "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\nX-Pad: "
+		pad := size - len(head) - 4
+		return head + strings.Repeat("p", pad) + "\r\n\r\n" + body
+	}
+	for size := 4080; size <= 4110; size++ {
+		for _, prefix := range []string{"", "\r\n", "\r\n\r\n\r\n"} {
+			raw := mk("/a", 2000, "12345") + prefix + mk("/b", size, "xy") + "\r\n" + mk("/c", size, "") + mk("/d", 100, "z")
+			c, err := net.Dial("tcp", h.addrs.Proxy[0])
+			must(t, err)
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			go io.WriteString(c, raw)
+			br := bufio.NewReader(c)
+			for i, want := range []string{"POST /a 12345 ppp", "POST /b xy ppp", "POST /c  ppp", "POST /d z ppp"} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("size %d prefix %q: answer %d: %v", size, prefix, i+1, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if string(b) != want {
+					t.Fatalf("size %d prefix %q: answer %d = %q, want %q", size, prefix, i+1, b, want)
+				}
+			}
+			c.Close()
+		}
+	}
 }

@@ -228,3 +228,54 @@ func TestFieldKindAgreesWithHopByHop(t *testing.T) {
 		}
 	}
 }
+
+// A GET that the server reads and then dies on (no answer) is retried once
+// on another server (SPEC 4.2), not again on the same one.
+func TestACrashingGETGoesToOneOtherServerOnly(t *testing.T) {
+	var seen atomic.Int64
+	crash := func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/healthz" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			seen.Add(1)
+			time.Sleep(50 * time.Millisecond) // the app works, then crashes
+			return
+		}
+	}
+	a1 := rawListener(t, crash)
+	a2 := rawListener(t, crash)
+	h := startSwitcher(t, "", []string{a1, a2}, []string{a1})
+	got := rawExchange(t, h.addrs.Proxy[0], "GET /poison HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != http.StatusBadGateway {
+		t.Fatalf("a GET both servers crash on: %+v, want a 502", got)
+	}
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("the app got the crashing GET %d times; SPEC 4.2: retried once on another server", n)
+	}
+}
+
+// An upstream that switches protocols on the lean path, where no request
+// asks it to, gets the client a 502, not the 101; its connection is not
+// used again.
+func TestLeanPathRefusesAnUnaskedUpgrade(t *testing.T) {
+	addr := cannedBackend(t, map[string]string{
+		"/sw": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle",
+	})
+	h := startSwitcher(t, "", []string{addr}, []string{addr})
+	proxy := h.addrs.Proxy[0]
+	got := rawExchange(t, proxy, "GET /sw HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != http.StatusBadGateway {
+		t.Fatalf("an unasked 101: %+v, want a 502", got)
+	}
+	got = rawExchange(t, proxy, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || bodyOf(got[0]) != "ok" {
+		t.Fatalf("the next request: %+v", got)
+	}
+}
