@@ -222,11 +222,16 @@ func (fc *frontConn) serve() {
 	fc.header = make(http.Header)
 	fc.remote = fc.c.RemoteAddr().String()
 	for {
+		waiting := len(cr.buffered()) == 0
+		if waiting {
+			// Before setIdle: a shutdown that sees the connection idle then
+			// sets its past deadline after this one, not before.
+			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
+		}
 		if !f.setIdle(fc, true) {
 			return
 		}
-		if len(cr.buffered()) == 0 {
-			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
+		if waiting {
 			if cr.fill() != nil {
 				return
 			}
