@@ -210,6 +210,17 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent && !dialed) {
 			continue
 		}
+		if dialed && idempotent && errors.Is(err, errStale) {
+			// Crashed on this request, or going away (a restart)? A
+			// server that takes no new connection is down: the dial
+			// error marks it so, and deliver holds the request until it
+			// is back, as for any request it never saw.
+			nc, derr := t.dial(req.Context())
+			if derr != nil {
+				return nil, Fields{}, derr
+			}
+			nc.Close()
+		}
 		return nil, Fields{}, err
 	}
 }

@@ -222,7 +222,10 @@ func (fc *frontConn) serve() {
 	fc.header = make(http.Header)
 	fc.remote = fc.c.RemoteAddr().String()
 	for {
-		waiting := len(cr.buffered()) == 0
+		// Nothing, or a lone CR (perhaps a blank line's): the connection
+		// waits for a request, under the idle timeout.
+		b := cr.buffered()
+		waiting := len(b) == 0 || string(b) == "\r"
 		if waiting {
 			// Before setIdle: a shutdown that sees the connection idle then
 			// sets its past deadline after this one, not before.

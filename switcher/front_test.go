@@ -595,3 +595,27 @@ func TestFrontServesHeadsAroundItsBufferSize(t *testing.T) {
 		}
 	}
 }
+
+// A held POST whose body is followed by a lone CR: after its answer the
+// connection still waits under the idle timeout (the hold lifted every
+// deadline), not forever.
+func TestFrontKeepsTimeoutsAfterALoneCR(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	h := startSwitcher(t, fastChecks+"hold_timeout = \"15s\"\nclient_header_timeout = \"200ms\"\nclient_idle_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
+	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
+	a.start()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	io.ReadAll(resp.Body)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection still open 3s after its answer (idle 300ms, header 200ms): %v", err)
+	}
+}

@@ -279,3 +279,89 @@ func TestLeanPathRefusesAnUnaskedUpgrade(t *testing.T) {
 		t.Fatalf("the next request: %+v", got)
 	}
 }
+
+// The only server restarts: it closes its listener and resets a new
+// connection whose request (over 4 KiB, so turnout cannot tell it was
+// unread) it never read. The GET is held and served after the restart.
+func TestALargeGETDroppedByARestartingServerIsHeld(t *testing.T) {
+	b0 := newBackend(t, "A", nil)
+	b := &backend{t: t, name: "A", addr: reservedAddr(t), handler: b0.handler}
+	t.Cleanup(b.stop)
+	ln, err := net.Listen("tcp", b.addr)
+	must(t, err)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				br := bufio.NewReaderSize(c, 16)
+				line, _ := br.ReadString('\n')
+				if strings.Contains(line, "/healthz") {
+					http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)))
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+					c.Close()
+					return
+				}
+				// The restart: the listener goes, this request is dropped unread.
+				ln.Close()
+				time.Sleep(20 * time.Millisecond)
+				c.Close() // unread bytes: RST
+				time.Sleep(300 * time.Millisecond)
+				b.start()
+			}()
+		}
+	}()
+	h := startSwitcher(t, fastChecks+"hold_timeout = \"10s\"\n", []string{b.addr}, []string{b.addr})
+	got := rawExchange(t, h.addrs.Proxy[0], "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("p", 5000)+"\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != 200 {
+		st := 0
+		if len(got) == 1 {
+			st = got[0].StatusCode
+		}
+		t.Fatalf("GET dropped unread by a restarting server: status %d, want 200 after the hold", st)
+	}
+}
+
+// The only server is killed while it works on a GET: the server takes no
+// new connection, so it is down, and the GET is held and served after the
+// restart (SPEC 4.2), not answered 502.
+func TestAGETInFlightWhenTheOnlyServerIsKilledIsHeld(t *testing.T) {
+	b0 := newBackend(t, "A", nil)
+	b := &backend{t: t, name: "A", addr: reservedAddr(t), handler: b0.handler}
+	t.Cleanup(b.stop)
+	ln, err := net.Listen("tcp", b.addr)
+	must(t, err)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					c.Close()
+					return
+				}
+				if req.URL.Path == "/healthz" {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+					c.Close()
+					return
+				}
+				time.Sleep(50 * time.Millisecond) // at work
+				ln.Close()                        // killed
+				c.Close()
+				time.Sleep(300 * time.Millisecond)
+				b.start()
+			}()
+		}
+	}()
+	h := startSwitcher(t, fastChecks+"hold_timeout = \"10s\"\n", []string{b.addr}, []string{b.addr})
+	got := rawExchange(t, h.addrs.Proxy[0], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != 200 {
+		t.Fatalf("GET in flight when the only server was killed: %+v, want 200 after the restart", got)
+	}
+}

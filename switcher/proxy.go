@@ -198,6 +198,7 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 	var (
 		failed   *pool.Server // excluded from the next pick
 		retryErr error        // the failure an idempotent retry answers, if any
+		retried  bool         // that retry was granted: there is only one
 		deadline time.Time    // set at the first failed delivery
 	)
 	holdUntil := func() time.Time {
@@ -240,7 +241,8 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			if time.Now().After(holdUntil()) {
 				return errHoldTimeout
 			}
-		case retryErr == nil && pool.Idempotent(req) && !consumed() && !isTimeout(err):
+		case !retried && pool.Idempotent(req) && !consumed() && !isTimeout(err):
+			retried = true
 			// A timeout is not retried: the app is slow, not gone, and a
 			// second try would double both its load and the client's wait.
 			retryErr, failed = err, srv
