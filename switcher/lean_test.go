@@ -25,19 +25,23 @@ func rawListener(t *testing.T, serve func(c net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
+	go serveEach(ln, serve)
 	return ln.Addr().String()
+}
+
+// serveEach serves every connection ln accepts with serve, in a goroutine
+// of its own, and closes it after; until ln is closed.
+func serveEach(ln net.Listener, serve func(c net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
 }
 
 // rawBackend answers every request 200 "ok" and hands each request head
@@ -289,27 +293,18 @@ func restartingServer(t *testing.T, die func(c net.Conn, line string, br *bufio.
 	t.Cleanup(b.stop)
 	ln, err := net.Listen("tcp", b.addr)
 	must(t, err)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				br := bufio.NewReaderSize(c, 16) // reads little past the request line
-				line, _ := br.ReadString('\n')
-				if strings.Contains(line, "/healthz") {
-					http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)))
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-					c.Close()
-					return
-				}
-				die(c, line, br, ln)
-				time.Sleep(300 * time.Millisecond) // the scenario: down for a while
-				b.start()
-			}()
+	go serveEach(ln, func(c net.Conn) {
+		br := bufio.NewReaderSize(c, 16) // reads little past the request line
+		line, _ := br.ReadString('\n')
+		if strings.Contains(line, "/healthz") {
+			http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)))
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			return
 		}
-	}()
+		die(c, line, br, ln)
+		time.Sleep(300 * time.Millisecond) // the scenario: down for a while
+		b.start()
+	})
 	return b.addr
 }
 
