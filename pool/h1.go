@@ -374,8 +374,12 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 			break
 		}
 		// A 1xx informational response (103 Early Hints): pass it on.
-		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
+		got1xx := reply.Got1xx
+		if trace := httptrace.ContextClientTrace(ctx); got1xx == nil && trace != nil && trace.Got1xxResponse != nil {
+			got1xx = func(code int, h http.Header) error { return trace.Got1xxResponse(code, map[string][]string(h)) }
+		}
+		if got1xx != nil {
+			if err := got1xx(resp.StatusCode, resp.Header); err != nil {
 				stop()
 				return nil, Fields{}, err
 			}
@@ -485,7 +489,14 @@ func (*timeoutError) Temporary() bool { return true }
 // Reply holds what Server.Exchange makes of one response: its caller may
 // keep one and lend it to every exchange whose body it has closed, so that
 // a response costs no allocation.
-type Reply struct{ body h1Body }
+type Reply struct {
+	// Got1xx, when set, is called with each informational response (103
+	// Early Hints) that comes before the final one; an error it returns
+	// ends the exchange. Reply's zero value drops them.
+	Got1xx func(code int, header http.Header) error
+
+	body h1Body
+}
 
 // h1Body returns its connection to the pool once the response body has been
 // read to its end, and closes it when the body is abandoned half-read. It

@@ -76,11 +76,32 @@ var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBody); ret
 // pool for both: each Get and Put costs about as much as a small
 // allocation. The buffer that copies the body is taken only once the
 // answer is there: a thousand requests waiting hold none.
-var leanScratches = sync.Pool{New: func() any { return &leanScratch{msg: make([]byte, 0, 1024)} }}
+var leanScratches = sync.Pool{New: func() any {
+	s := &leanScratch{msg: make([]byte, 0, 1024)}
+	s.got1xx = s.forward1xx
+	return s
+}}
 
 type leanScratch struct {
-	msg   []byte
-	reply pool.Reply
+	msg    []byte
+	reply  pool.Reply
+	w      http.ResponseWriter          // the client's, while a request runs
+	got1xx func(int, http.Header) error // forward1xx, made once
+}
+
+// forward1xx passes an informational response (103 Early Hints) on to the
+// client, less its hop-by-hop fields, as httputil.ReverseProxy does.
+func (s *leanScratch) forward1xx(code int, header http.Header) error {
+	h := s.w.Header()
+	listed := connectionListed(header)
+	for k, vv := range header {
+		if !hopByHop(k) && !listed[k] {
+			h[k] = vv
+		}
+	}
+	s.w.WriteHeader(code)
+	clear(h) // the final response's fields are its own
+	return nil
 }
 
 // encodeRequest appends r's upstream request head to b: the request line
@@ -172,9 +193,10 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 		if cap(scratch.msg) > 8<<10 {
 			scratch.msg = make([]byte, 0, 1024)
 		}
-		scratch.reply = pool.Reply{} // let go of the request, the connection, the body
+		scratch.reply, scratch.w = pool.Reply{}, nil // let go of the request, the connection, the body, the client
 		leanScratches.Put(scratch)
 	}()
+	scratch.w, scratch.reply.Got1xx = w, scratch.got1xx
 	buf := s.encodeRequest(scratch.msg[:0], r)
 	headLen := len(buf)
 	if n := int(r.ContentLength); n > 0 {

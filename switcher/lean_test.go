@@ -284,6 +284,26 @@ func TestLeanPathRefusesAnUnaskedUpgrade(t *testing.T) {
 	}
 }
 
+// An informational response (103 Early Hints) reaches the client before
+// the final one, on the lean path too; its hop-by-hop fields do not.
+func TestLeanPathPassesOnEarlyHints(t *testing.T) {
+	addr := cannedBackend(t, map[string]string{
+		"/eh": "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nKeep-Alive: timeout=5\r\n\r\n" +
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\neh",
+	})
+	h := startSwitcher(t, "", []string{addr}, []string{addr})
+	got := rawExchange(t, h.addrs.Proxy[0], "GET /eh HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || got[0].StatusCode != http.StatusEarlyHints || got[1].StatusCode != 200 || bodyOf(got[1]) != "eh" {
+		t.Fatalf("answers: %+v, want a 103, then the 200", got)
+	}
+	if got[0].Header.Get("Link") != "</a.css>; rel=preload" || got[0].Header.Get("Keep-Alive") != "" {
+		t.Fatalf("103's fields: %v", got[0].Header)
+	}
+	if got[1].Header.Get("Link") != "" {
+		t.Fatalf("the 103's fields went on to the final answer: %v", got[1].Header)
+	}
+}
+
 // restartingServer is the only server of a test: it answers health checks,
 // and on the first other request calls die, which must close ln (the server
 // goes away); 300 ms later it is back as a plain backend.
