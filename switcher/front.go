@@ -340,12 +340,11 @@ var (
 )
 
 // parseRequest parses head, a whole request head as readHead returns it
-// (every line ends in CRLF), into fc's request and
-// returns it, or returns nil when the front does not serve it: the front
-// serves HTTP/1.x with no upgrade, no Expect, no chunked body, a body of
-// known length that the lean path takes, one valid Host, and well-formed
-// fields. Anything else goes to net/http, which serves it or rejects it as
-// it always does.
+// (every line ends in CRLF), into fc's request and returns it, or returns
+// nil when the front does not serve it: the front serves HTTP/1.x with no
+// upgrade, no Expect, no chunked body, a body of known length that the lean
+// path takes, one valid Host, and well-formed fields. Anything else goes to
+// net/http, which serves it or rejects it as it always does.
 //
 // The request is what http.ReadRequest makes of the same head, but for
 // Pragma, which is passed on as sent.
