@@ -81,7 +81,11 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 //     (SPEC.md 4.2).
 var (
 	errUnread = errors.New("connection closed by the server before it read the request")
-	errStale  = errors.New("connection closed by the server before it answered")
+	// errDropped is errUnread told by its timing alone (a close at once),
+	// which an app that crashes at once on the request also gives: it goes
+	// again once, not more.
+	errDropped = fmt.Errorf("%w (closed at once after it)", errUnread)
+	errStale   = errors.New("connection closed by the server before it answered")
 )
 
 // oneRead is the size of request that any server reads whole with its
@@ -122,7 +126,7 @@ func (c *h1Conn) staleError(err error, n int, sinceWrite time.Duration) error {
 			}
 		}
 		if sinceWrite <= quickClose {
-			return errUnread
+			return errDropped
 		}
 	}
 	return fmt.Errorf("%w (%v)", errStale, err)
@@ -157,8 +161,9 @@ func (c *h1Conn) pendingError() error {
 
 // testBeforeWrite lets a test act in the instant between the choice of a
 // connection and its peek; testAfterPeek, between the peek (if any) and
-// the write of the request. Always nil outside tests.
-var testBeforeWrite, testAfterPeek func(c *h1Conn)
+// the write of the request; testAfterHead, between the response head and
+// the lift of its deadline. Always nil outside tests.
+var testBeforeWrite, testAfterPeek, testAfterHead func(c *h1Conn)
 
 // errUnaskedUpgrade is a 101 answer to a request that asked for no upgrade.
 var errUnaskedUpgrade = errors.New("the server switched protocols, which the request did not ask for")
@@ -181,6 +186,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // counting: nothing was sent on it.
 func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
 	idempotent := Idempotent(req)
+	dropped := false
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
 		c, dialed, err := t.conn(req.Context(), now)
@@ -207,6 +213,12 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 		// server itself failed, maybe on this very request: deliver may
 		// try another server, once (SPEC.md 4.2), and this one is not
 		// asked again.
+		if err == errDropped {
+			if dropped {
+				return nil, Fields{}, err // dropped twice: an app that crashes on it
+			}
+			dropped = true
+		}
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent && !dialed) {
 			continue
 		}
@@ -388,8 +400,16 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	// Lift the header deadline, unless the whole body is already buffered:
 	// then nothing more is read from the connection before the next
 	// request sets its own deadline, and a system call is saved.
+	if testAfterHead != nil {
+		testAfterHead(c)
+	}
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
 		c.deadline.Set(c.Conn, time.Time{})
+		if ctx.Done() != nil && ctx.Err() != nil {
+			// Cancelled meanwhile: the lift must not undo the deadline
+			// that AfterFunc set, or the body read would wait on.
+			c.SetDeadline(aLongTimeAgo)
+		}
 	}
 	body.src, body.n, body.reuse = resp.Body, bodyLen, !resp.Close && !req.Close
 	resp.Body = body

@@ -616,3 +616,64 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// A server that closes at once after every request it reads looks like one
+// that dropped it unread while shutting down, and like an app that crashes
+// on it at once: such a request goes again once, whatever its method, and
+// not more.
+func TestLeanPathSendsARequestDroppedAtOnceTwiceAtMost(t *testing.T) {
+	var requests atomic.Int64
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		if readRequest(c) {
+			requests.Add(1)
+		}
+	})
+	p := newTestPool(t, spec(addr, 1))
+	req, _ := http.NewRequest("POST", "http://upstream/", nil)
+	if _, _, err := p.Pick(nil).Exchange(req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil); err == nil {
+		t.Fatal("a POST every connection drops: no error")
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("the server read the POST %d times, want 2: once, and once again", n)
+	}
+}
+
+// A cancel that comes between the response head and the lift of its
+// deadline still ends the body's read.
+func TestLeanPathCancelJustAfterTheHeadEndsTheBody(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		if readRequest(c) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+			<-hold // the rest of the body comes much later (a slow app)
+		}
+	})
+	p := newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	testAfterHead = func(c *h1Conn) {
+		testAfterHead = nil
+		cancel()
+		for c.raw.Read(func(uintptr) bool { return true }) == nil { // until AfterFunc has set its deadline
+			runtime.Gosched()
+		}
+	}
+	defer func() { testAfterHead = nil }()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://upstream/", nil)
+	resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"), nil)
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(resp.Body); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the body of a cancelled request read whole")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the body read of a cancelled request still blocks: the lift of the header deadline undid the cancel's")
+	}
+}
