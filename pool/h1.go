@@ -52,6 +52,7 @@ type h1Conn struct {
 	br        *bufio.Reader
 	deadline  deadline.Read // moved only when it must: most requests set none
 	nread     int64         // bytes read since the request was written
+	inHead    bool          // the response head is being read: Read stops past maxResponseHead
 
 	raw syscall.RawConn // for send's wait and peek; nil when not a socket
 
@@ -66,10 +67,27 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.inHead && c.nread >= maxResponseHead {
+		return 0, errHeadTooLarge
+	}
 	n, err := c.Conn.Read(p)
 	c.nread += int64(n)
 	return n, err
 }
+
+// maxResponseHead bounds what a server may send before its final response
+// head ends, informational ones included (net/http's Transport allows 10
+// MiB; nginx, 4 or 8 KiB); maxInformational, how many informational
+// responses (103 Early Hints) may come first, as net/http's does.
+const (
+	maxResponseHead  = 1 << 20
+	maxInformational = 5
+)
+
+var (
+	errHeadTooLarge     = errors.New("response head larger than 1 MiB")
+	errTooInformational = errors.New("more than 5 informational responses")
+)
 
 // Two ways a connection fails before a byte of the response:
 //   - errUnread: the server never read the request or dropped it unread
@@ -363,7 +381,13 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		body    = &reply.body
 	)
 	*body = h1Body{c: c, t: t, stop: stop}
-	for {
+	c.inHead = true
+	defer func() { c.inHead = false }()
+	for informational := 0; ; informational++ {
+		if informational > maxInformational {
+			stop()
+			return nil, Fields{}, errTooInformational
+		}
 		var err error
 		resp, fields, bodyLen, err = c.readResponse(req, &body.resp)
 		if err != nil {

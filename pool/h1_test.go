@@ -677,3 +677,45 @@ func TestLeanPathCancelJustAfterTheHeadEndsTheBody(t *testing.T) {
 		t.Fatal("the body read of a cancelled request still blocks: the lift of the header deadline undid the cancel's")
 	}
 }
+
+// A server may send at most 1 MiB before its final head ends, and five
+// informational responses before it, as net/http's Transport allows (in
+// kind): past that the request fails, and turnout holds no more of it.
+func TestLeanPathBoundsResponseHeads(t *testing.T) {
+	early := "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+	for _, tc := range []struct {
+		name, answer string
+		want         error
+	}{
+		{"a 2 MiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 2<<20) + "\r\nContent-Length: 2\r\n\r\nok", errHeadTooLarge},
+		{"six 103s", strings.Repeat(early, 6) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", errTooInformational},
+		{"five 103s", strings.Repeat(early, 5) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", nil},
+		{"a 64 KiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 64<<10) + "\r\nContent-Length: 2\r\n\r\nok", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+				defer c.Close()
+				if readRequest(c) {
+					io.WriteString(c, tc.answer)
+				}
+			})
+			p := newTestPool(t, spec(addr, 1))
+			req, _ := http.NewRequest("GET", "http://upstream/", nil)
+			resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("error %v, want %v", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "ok" {
+				t.Fatalf("body %q, %v", b, err)
+			}
+		})
+	}
+}
