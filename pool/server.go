@@ -138,14 +138,15 @@ func (s *Server) setTransport(o TransportOptions) {
 		std: &http.Transport{
 			Proxy: nil,
 			// The URL's host is a placeholder: every connection goes to this server.
-			DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-			MaxIdleConns:          0,
-			MaxIdleConnsPerHost:   max(o.MaxIdle, 1),
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: o.ResponseHeaderTimeout,
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true,
-			ForceAttemptHTTP2:     false,
+			DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+			MaxIdleConns:           0,
+			MaxIdleConnsPerHost:    max(o.MaxIdle, 1),
+			IdleConnTimeout:        90 * time.Second,
+			ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
+			MaxResponseHeaderBytes: maxResponseHead, // the lean path's bound too
+			ExpectContinueTimeout:  time.Second,
+			DisableCompression:     true,
+			ForceAttemptHTTP2:      false,
 		},
 	}
 	if old := s.transport.Swap(t); old != nil {
