@@ -488,17 +488,27 @@ func TestLeanPathResendsARequestWhoseWriteFailed(t *testing.T) {
 	}
 }
 
-// A request whose client went away after its connection was chosen is not
-// sent.
-func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
-	var requests atomic.Int64
-	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
+// countingServer counts the requests it reads, and answers each with
+// answer; with none, it closes the connection after the first, unanswered.
+func countingServer(t *testing.T, answer string) (addr string, requests *atomic.Int64) {
+	requests = new(atomic.Int64)
+	addr, _ = rawServer(t, func(_ int64, c net.Conn) {
 		defer c.Close()
 		for readRequest(c) {
 			requests.Add(1)
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if answer == "" {
+				return
+			}
+			io.WriteString(c, answer)
 		}
 	})
+	return addr, requests
+}
+
+// A request whose client went away after its connection was chosen is not
+// sent.
+func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
+	addr, requests := countingServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	p := newTestPool(t, spec(addr, 1))
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
@@ -622,13 +632,7 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 // on it at once: such a request goes again once, whatever its method, and
 // not more.
 func TestLeanPathSendsARequestDroppedAtOnceTwiceAtMost(t *testing.T) {
-	var requests atomic.Int64
-	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
-		defer c.Close()
-		if readRequest(c) {
-			requests.Add(1)
-		}
-	})
+	addr, requests := countingServer(t, "") // closes after each request, unanswered
 	p := newTestPool(t, spec(addr, 1))
 	req, _ := http.NewRequest("POST", "http://upstream/", nil)
 	if _, _, err := p.Pick(nil).Exchange(req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil); err == nil {
