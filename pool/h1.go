@@ -226,25 +226,25 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			attempt-- // not a try: nothing was sent, and the idle connections are finite
 			continue
 		}
-		// A stale kept-alive connection is the usual reason a reused one
-		// fails: an idempotent request goes again. On a new connection the
-		// server itself failed, maybe on this very request: deliver may
-		// try another server, once (SPEC.md 4.2), and this one is not
-		// asked again.
 		if err == errDropped {
 			if dropped {
 				return nil, Fields{}, err // dropped twice: an app that crashes on it
 			}
 			dropped = true
 		}
+		// A stale kept-alive connection is the usual reason a reused one
+		// fails: an idempotent request goes again.
 		if attempt < maxAttempts && (errors.Is(err, errUnread) || errors.Is(err, errStale) && idempotent && !dialed) {
 			continue
 		}
 		if dialed && idempotent && errors.Is(err, errStale) {
-			// Crashed on this request, or going away (a restart)? A
-			// server that takes no new connection is down: the dial
-			// error marks it so, and deliver holds the request until it
-			// is back, as for any request it never saw.
+			// On a new connection the server itself failed, maybe on this
+			// very request: crashed on it, or going away (a restart)? A
+			// server that takes no new connection is down: the dial error
+			// marks it so, and deliver holds the request until it is back,
+			// as for any request it never saw. One that takes it is up:
+			// the request is not sent to it again, and deliver may try
+			// another server, once (SPEC.md 4.2).
 			nc, derr := t.dial(req.Context())
 			if derr != nil {
 				return nil, Fields{}, derr
@@ -421,12 +421,12 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 			}
 		}
 	}
-	// Lift the header deadline, unless the whole body is already buffered:
-	// then nothing more is read from the connection before the next
-	// request sets its own deadline, and a system call is saved.
 	if testAfterHead != nil {
 		testAfterHead(c)
 	}
+	// Lift the header deadline, unless the whole body is already buffered:
+	// then nothing more is read from the connection before the next
+	// request sets its own deadline, and a system call is saved.
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
 		c.deadline.Set(c.Conn, time.Time{})
 		if ctx.Done() != nil && ctx.Err() != nil {
