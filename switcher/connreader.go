@@ -96,18 +96,16 @@ func (cr *connReader) close() {
 
 // fill reads at least one more byte into the buffer: errHeadTooLarge when
 // the buffer is full of unread bytes, io.EOF when the client closed.
-func (cr *connReader) fill() error {
-	if cr.buf == nil {
-		cr.buf, cr.r, cr.w = frontBufs.Get().(*[]byte), 0, 0
+func (cr *connReader) fill() error { return cr.fillFrom(cr.raw) }
+
+// fillFrom is fill through raw, the connection's or a duplicate's (a held
+// request's watch, see watchClient); through the connection's Read when
+// raw is nil.
+func (cr *connReader) fillFrom(raw syscall.RawConn) error {
+	if !cr.room() {
+		return errHeadTooLarge
 	}
-	if b := *cr.buf; cr.w == len(b) {
-		if cr.r == 0 {
-			return errHeadTooLarge
-		}
-		cr.w = copy(b, b[cr.r:cr.w])
-		cr.r = 0
-	}
-	if cr.raw == nil {
+	if raw == nil {
 		for {
 			n, err := cr.c.Read((*cr.buf)[cr.w:])
 			cr.w += n
@@ -117,7 +115,7 @@ func (cr *connReader) fill() error {
 		}
 	}
 	cr.n, cr.err = 0, nil
-	if err := cr.raw.Read(cr.readFn); err != nil {
+	if err := raw.Read(cr.readFn); err != nil {
 		cr.release()
 		return err // a deadline, or the connection closed under the read
 	}
@@ -132,27 +130,55 @@ func (cr *connReader) fill() error {
 	return nil
 }
 
-// readSocket is fill's read, called by RawConn.Read until it reports done.
-func (cr *connReader) readSocket(fd uintptr) bool {
+// room takes a buffer if there is none and makes room at its end for a
+// read, moving the unread bytes to its start; false when they fill it.
+func (cr *connReader) room() bool {
 	if cr.buf == nil {
 		cr.buf, cr.r, cr.w = frontBufs.Get().(*[]byte), 0, 0
 	}
-	for {
-		n, err := syscall.Read(int(fd), (*cr.buf)[cr.w:])
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			cr.release() // nothing yet: wait without a buffer
+	if b := *cr.buf; cr.w == len(b) {
+		if cr.r == 0 {
 			return false
 		}
-		if n > 0 {
-			cr.w += n
-			cr.n = n
-		}
-		cr.err = err
-		return true
+		cr.w = copy(b, b[cr.r:cr.w])
+		cr.r = 0
 	}
+	return true
+}
+
+// readSocket is fill's read, called by RawConn.Read until it reports done.
+func (cr *connReader) readSocket(fd uintptr) bool {
+	n, _, err := cr.readFd(fd)
+	if err == syscall.EAGAIN {
+		return false
+	}
+	cr.n, cr.err = n, err
+	return true
+}
+
+// readFd reads once from the socket fd into the room the buffer has (the
+// caller made sure of some): n bytes, 0 and a nil error when the client
+// closed, EAGAIN when nothing is there yet. drained reports that the read
+// took less than it could: a TCP socket had no more queued, so what comes
+// next will wake a wait for readability. A read that finds nothing gives
+// the buffer back, so that a wait holds none.
+func (cr *connReader) readFd(fd uintptr) (n int, drained bool, err error) {
+	if !cr.room() {
+		return 0, false, errHeadTooLarge
+	}
+	b := (*cr.buf)[cr.w:]
+	for {
+		n, err = syscall.Read(int(fd), b)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if n <= 0 {
+		cr.release()
+		return 0, true, err
+	}
+	cr.w += n
+	return n, n < len(b), nil
 }
 
 // Read reads buffered bytes, or from the connection when none are.

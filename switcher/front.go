@@ -11,11 +11,13 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -46,7 +48,8 @@ type front struct {
 	idleTimeout   time.Duration
 
 	closing atomic.Bool
-	mu      sync.Mutex // guards conns, which change only as connections open and close
+	aborted atomic.Bool // shutdown's time ran out: what is left is closed
+	mu      sync.Mutex  // guards conns, which change only as connections open and close
 	conns   map[*frontConn]struct{}
 	wg      sync.WaitGroup
 }
@@ -102,9 +105,15 @@ func (f *front) shutdown(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		f.aborted.Store(true)
 		f.mu.Lock()
 		for fc := range f.conns {
-			fc.c.Close()
+			if dup := fc.watch.Load(); dup != nil {
+				dup.Close() // a held request's watch ends, and so its hold
+			}
+			// Close waits for a request that readable serves to end (it
+			// holds the connection's read side): not here, one by one.
+			go fc.c.Close()
 		}
 		f.mu.Unlock()
 		<-done
@@ -147,6 +156,17 @@ type frontConn struct {
 	url    url.URL
 	body   frontBody
 	remote string
+	w      *frontWriter
+
+	// readable's state, kept here so that a request allocates nothing for
+	// it.
+	readableFn  func(fd uintptr) bool   // fc.readable, made once
+	fd          int                     // the socket while readable runs, else -1
+	begun       bool                    // part of a head is buffered: the header timeout runs
+	ended       bool                    // readable met the connection's end
+	outside     *http.Request           // a request readable parsed and left to serve
+	outsideHead int                     // the length of its head
+	watch       atomic.Pointer[os.File] // the duplicate socket a held request's watch reads, for shutdown
 }
 
 // clientWatchKey is the context key under which a front request carries its
@@ -158,9 +178,28 @@ var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
 
 // watchClient returns a channel that is closed when the client goes away,
 // until the returned stop is called. The request's body must have been
-// read: the watch reads the connection.
+// read: the watch reads the connection. Inside readable, which holds the
+// connection's read side, it reads a duplicate of the socket, which the
+// poller waits on apart from it; what it reads goes to the same buffer.
 func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 	fc.setReadDeadline(time.Time{}) // the idle or header deadline is not the hold's
+	raw, dup := fc.cr.raw, (*os.File)(nil)
+	if fc.fd >= 0 {
+		var err error
+		if dup, err = dupSocket(fc.fd); err != nil {
+			// The hold still ends at its deadline.
+			fc.f.logger.Warn("cannot watch a held request's client", "error", err)
+			return nil, func() {}
+		}
+		if raw, err = dup.SyscallConn(); err != nil {
+			dup.Close()
+			return nil, func() {}
+		}
+		fc.watch.Store(dup)
+		if fc.f.aborted.Load() {
+			dup.Close() // shutdown may have looked before the Store: the watch ends at once
+		}
+	}
 	done := make(chan struct{})
 	left := make(chan struct{})
 	go func() {
@@ -173,7 +212,7 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 			if b := fc.cr.buffered(); len(b) > 0 && string(b) != "\r" {
 				return
 			}
-			if err := fc.cr.fill(); err != nil {
+			if err := fc.cr.fillFrom(raw); err != nil {
 				if !isTimeout(err) {
 					close(left)
 				}
@@ -182,10 +221,26 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 		}
 	}()
 	return left, func() {
-		fc.c.SetReadDeadline(aLongTimeAgo)
-		<-done
+		if dup == nil {
+			fc.c.SetReadDeadline(aLongTimeAgo)
+			<-done
+		} else {
+			dup.SetReadDeadline(aLongTimeAgo)
+			<-done
+			fc.watch.Store(nil)
+			dup.Close()
+		}
 		fc.setReadDeadline(time.Time{})
 	}
+}
+
+// dupSocket duplicates the socket fd as a file that the poller waits on.
+func dupSocket(fd int) (*os.File, error) {
+	nfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		return nil, os.NewSyscallError("fcntl", errno)
+	}
+	return os.NewFile(nfd, "client"), nil // non-blocking as fd is: pollable
 }
 
 // setReadDeadline sets c's read deadline to t (zero: none).
@@ -197,7 +252,8 @@ func (fc *frontConn) serve() {
 	f := fc.f
 	cr := newConnReader(fc.c)
 	fc.cr = cr
-	w := &frontWriter{header: make(http.Header), c: fc.c}
+	fc.w = &frontWriter{header: make(http.Header), c: fc.c}
+	fc.fd, fc.readableFn = -1, fc.readable
 	handedOff := false
 	defer func() {
 		// As net/http does, a panic in a handler ends its connection, not
@@ -207,12 +263,12 @@ func (fc *frontConn) serve() {
 		}
 		cr.close()
 		if !handedOff {
-			// Answers to pipelined requests may wait in the buffer.
+			// An answer may wait in the buffer.
 			fc.c.SetWriteDeadline(time.Now().Add(f.headerTimeout))
-			w.flush()
+			fc.w.flush()
 			fc.c.Close()
 		}
-		w.release()
+		fc.w.release()
 		f.mu.Lock()
 		delete(f.conns, fc)
 		f.mu.Unlock()
@@ -222,42 +278,38 @@ func (fc *frontConn) serve() {
 	fc.header = make(http.Header)
 	fc.remote = fc.c.RemoteAddr().String()
 	for {
-		// Nothing, or a lone CR (perhaps a blank line's): the connection
-		// waits for a request, under the idle timeout.
-		b := cr.buffered()
-		waiting := len(b) == 0 || string(b) == "\r"
-		if waiting {
-			// Before setIdle: a shutdown that sees the connection idle then
-			// sets its past deadline after this one, not before.
-			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
-		}
-		if !f.setIdle(fc, true) {
-			return
-		}
-		if waiting {
-			if cr.fill() != nil {
+		var req *http.Request
+		headLen := 0
+		if cr.raw != nil {
+			// The usual requests are served inside the read (readable);
+			// it returns with what must be served here.
+			fc.ended, fc.begun = false, false
+			err := cr.raw.Read(fc.readableFn)
+			fc.fd = -1
+			if err != nil || fc.ended {
 				return
 			}
-		}
-		if !f.setIdle(fc, false) {
+			req, headLen, fc.outside = fc.outside, fc.outsideHead, nil
+		} else if !fc.awaitRequest() {
 			return
 		}
-		head, err := readHead(cr, func() {
-			// The head came in pieces: the rest is due within the header
-			// timeout.
-			fc.setReadDeadline(time.Now().Add(f.headerTimeout))
-		})
-		var req *http.Request
-		switch {
-		case err == errNoHead:
-			continue // only blank lines (a CRLF after a body, as net/http allows): wait as an idle connection
-		case err == nil:
-			req = fc.parseRequest(head)
-		case err != errHeadTooLarge && err != errBareLF:
-			return // a slow or broken client: net/http would answer 408 or 400 and close
+		if req == nil {
+			head, err := readHead(cr, func() {
+				// The head came in pieces: the rest is due within the header
+				// timeout.
+				fc.setReadDeadline(time.Now().Add(f.headerTimeout))
+			})
+			switch {
+			case err == errNoHead:
+				continue // only blank lines (a CRLF after a body, as net/http allows): wait as an idle connection
+			case err == nil:
+				req, headLen = fc.parseRequest(head), len(head)
+			case err != errHeadTooLarge && err != errBareLF:
+				return // a slow or broken client: net/http would answer 408 or 400 and close
+			}
 		}
 		if req == nil {
-			if w.flush() != nil {
+			if fc.w.flush() != nil {
 				return
 			}
 			handedOff = true
@@ -265,40 +317,187 @@ func (fc *frontConn) serve() {
 			f.handoff.push(fc.c, cr)
 			return
 		}
-		cr.discard(len(head))
-		if vv := req.Header["X-Request-Id"]; len(vv) == 0 || vv[0] == "" {
-			// What the handler would do, without a slice of its own.
-			fc.id[0] = newRequestID()
-			req.Header["X-Request-Id"] = fc.id[:]
-		}
-		if req.ContentLength > int64(len(cr.buffered())) {
-			// The body is still on its way: it has the idle timeout to come.
-			fc.setReadDeadline(time.Now().Add(f.idleTimeout))
-		}
-		w.reset(req)
-		f.handler.ServeHTTP(w, req)
-		if err := w.finish(); err != nil {
+		if !fc.serveRequest(req, headLen) {
 			return
 		}
-		// The rest of a body the handler did not read (lean requests read
-		// theirs) is small: it is at most leanBodyMax. A body that stopped
-		// short ends the connection: what comes next is not a request.
-		if fc.body.n > 0 {
-			if _, err := io.Copy(io.Discard, &fc.body); err != nil || fc.body.n > 0 {
-				return
+	}
+}
+
+// awaitRequest waits, on a connection that is not a socket (TLS), until a
+// request has begun to come, under the idle timeout; false when the
+// connection must end.
+func (fc *frontConn) awaitRequest() bool {
+	f := fc.f
+	// Nothing, or a lone CR (perhaps a blank line's): the connection waits
+	// for a request, under the idle timeout.
+	b := fc.cr.buffered()
+	waiting := len(b) == 0 || string(b) == "\r"
+	if waiting {
+		// Before setIdle: a shutdown that sees the connection idle then
+		// sets its past deadline after this one, not before.
+		fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
+	}
+	if !f.setIdle(fc, true) {
+		return false
+	}
+	if waiting && fc.cr.fill() != nil {
+		return false
+	}
+	return f.setIdle(fc, false)
+}
+
+// readable is RawConn.Read's callback on a front connection that is a
+// socket: it reads what has come and serves every request that is there
+// whole, body included, then asks RawConn.Read to wait for more. The wait
+// comes straight after the answer is written, with no read first that
+// would find nothing: RawConn.Read cleared the socket's readiness before
+// the first read, so whatever arrives after a read wakes it, a pipelined
+// request included. A wait follows only a read that drained the socket
+// (one that took less than the buffer's room): bytes already queued wake
+// nobody. net.Conn's Read, and so net/http, costs one more system call per
+// request here.
+//
+// It returns, ending RawConn.Read, when the connection ends (ended) or
+// when what is buffered must be served outside it (serve): a request whose
+// body is still on its way, which its handler reads; a head that net/http
+// serves. While it runs, fd is the socket, and the connection's read side
+// is held: watchClient reads a duplicate.
+func (fc *frontConn) readable(fd uintptr) bool {
+	fc.fd = int(fd)
+	f, cr := fc.f, fc.cr
+	for {
+		drained := false
+		if cr.room() {
+			n, short, err := cr.readFd(fd)
+			switch {
+			case err == syscall.EAGAIN:
+				drained = true
+			case n == 0:
+				fc.ended = true // closed, or an error: net/http would close too
+				return true
+			default:
+				drained = short
+				if fc.idle.Load() && !f.setIdle(fc, false) {
+					fc.ended = true
+					return true
+				}
 			}
 		}
-		if w.close {
-			return
+		switch fc.serveBuffered() {
+		case stepEnd:
+			fc.ended = true
+			return true
+		case stepOutside:
+			return true
+		case stepIdle:
+			if !drained {
+				continue
+			}
+			cr.release()
+			// Before setIdle: a shutdown that sees the connection idle then
+			// sets its past deadline after this one, not before.
+			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
+			if !f.setIdle(fc, true) {
+				fc.ended = true
+				return true
+			}
+			return false
+		case stepMore:
+			if !drained {
+				continue
+			}
+			return false
 		}
-		// Answer now, as net/http does, even when the next request is
-		// already here: it may be held or slow, and this answer must not
-		// wait for it.
-		if w.flush() != nil {
-			return
-		}
-		w.release()
 	}
+}
+
+// What serveBuffered leaves readable to do.
+type frontStep int
+
+const (
+	stepIdle    frontStep = iota // nothing buffered but blank lines: wait for a request
+	stepMore                     // part of a head: wait for the rest, under the header timeout
+	stepOutside                  // serve has to take what is buffered (see readable)
+	stepEnd                      // the connection ends
+)
+
+// serveBuffered serves, one after another, the requests buffered whole,
+// bodies included.
+func (fc *frontConn) serveBuffered() frontStep {
+	cr := fc.cr
+	for {
+		cr.skipBlankLines()
+		buf := cr.buffered()
+		if len(buf) == 0 || string(buf) == "\r" { // a lone CR may be a blank line's
+			return stepIdle
+		}
+		n, bareLF := httpsyntax.HeadEnd(buf)
+		switch {
+		case bareLF:
+			return stepOutside
+		case n < 0 && !cr.room():
+			return stepOutside // too large a head: net/http's
+		case n < 0:
+			if !fc.begun {
+				// The head came in pieces: the rest is due within the
+				// header timeout.
+				fc.begun = true
+				fc.setReadDeadline(time.Now().Add(fc.f.headerTimeout))
+			}
+			return stepMore
+		}
+		fc.begun = false
+		req := fc.parseRequest(buf[:n])
+		if req == nil {
+			return stepOutside // serve parses it again, and hands it to net/http
+		}
+		if req.ContentLength > int64(len(buf)-n) {
+			fc.outside, fc.outsideHead = req, n
+			return stepOutside
+		}
+		if !fc.serveRequest(req, n) {
+			return stepEnd
+		}
+	}
+}
+
+// serveRequest serves req, parsed from the headLen bytes at the start of
+// the buffer, and answers it; false when the connection must end.
+func (fc *frontConn) serveRequest(req *http.Request, headLen int) bool {
+	f, cr, w := fc.f, fc.cr, fc.w
+	cr.discard(headLen)
+	if vv := req.Header["X-Request-Id"]; len(vv) == 0 || vv[0] == "" {
+		// What the handler would do, without a slice of its own.
+		fc.id[0] = newRequestID()
+		req.Header["X-Request-Id"] = fc.id[:]
+	}
+	if req.ContentLength > int64(len(cr.buffered())) {
+		// The body is still on its way: it has the idle timeout to come.
+		fc.setReadDeadline(time.Now().Add(f.idleTimeout))
+	}
+	w.reset(req)
+	f.handler.ServeHTTP(w, req)
+	if err := w.finish(); err != nil {
+		return false
+	}
+	// The rest of a body the handler did not read (lean requests read
+	// theirs) is small: it is at most leanBodyMax. A body that stopped
+	// short ends the connection: what comes next is not a request.
+	if fc.body.n > 0 {
+		if _, err := io.Copy(io.Discard, &fc.body); err != nil || fc.body.n > 0 {
+			return false
+		}
+	}
+	if w.close {
+		return false
+	}
+	// Answer now, as net/http does, even when the next request is already
+	// here: it may be held or slow, and this answer must not wait for it.
+	if w.flush() != nil {
+		return false
+	}
+	w.release()
+	return true
 }
 
 // readHead returns the request head, up to and including the blank line,

@@ -619,3 +619,66 @@ func TestFrontKeepsTimeoutsAfterALoneCR(t *testing.T) {
 		t.Fatalf("connection still open 3s after its answer (idle 300ms, header 200ms): %v", err)
 	}
 }
+
+// A pipelined request that comes while the one before it is with the
+// upstream is answered at once after it: its bytes arrive while the front
+// is not reading, and must still wake the wait that follows the answer
+// (see readable).
+func TestFrontServesARequestThatCameWhileTheLastWasServed(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	// The pause is the scenario: the poller sees the second request's bytes
+	// while the front waits for the upstream.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to %s: %v (a request that came during the last one was left waiting)", want, err)
+		}
+		if b := bodyOf(resp); b != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+	}
+}
+
+// A shutdown whose drain time runs out ends a held request (and so the
+// switcher's Serve) at once, not at the end of hold_timeout: its client's
+// connection is closed, and the hold's watch of it too.
+func TestShutdownEndsAHeldRequest(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	b := newBackend(t, "B", nil)
+	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "100ms"`, 1)+`hold_timeout = "60s"`, []string{a.addr}, []string{b.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	must(t, err)
+	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
+	stopped := make(chan struct{})
+	go func() { h.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown waited for the held request's hold_timeout")
+	}
+}

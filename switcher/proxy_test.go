@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,6 +93,7 @@ type harness struct {
 	proxy string
 	addrs Addrs
 	store *state.Store
+	stop  func() // shuts the switcher down and waits for Serve to return; Cleanup calls it too
 }
 
 // startSwitcher serves a config made of base settings and the two pools.
@@ -142,9 +144,10 @@ servers = [%s]
 		t.Fatal("switcher not ready")
 	}
 	h.proxy = "http://" + h.addrs.Proxy[0]
+	var once sync.Once
+	h.stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		h.stop()
 		store.Close()
 	})
 	return h
