@@ -111,9 +111,7 @@ func (f *front) shutdown(ctx context.Context) {
 			if dup := fc.watch.Load(); dup != nil {
 				dup.Close() // a held request's watch ends, and so its hold
 			}
-			// Close waits for a request that readable serves to end (it
-			// holds the connection's read side): not here, one by one.
-			go fc.c.Close()
+			fc.abort()
 		}
 		f.mu.Unlock()
 		<-done
@@ -121,6 +119,19 @@ func (f *front) shutdown(ctx context.Context) {
 	if f.std.Shutdown(ctx) != nil {
 		f.std.Close()
 	}
+}
+
+// abort ends fc's connection now, for a shutdown whose time ran out. The
+// socket is shut down first, so that the client sees the end at once: Close
+// waits for a request that readable serves to end (it holds the
+// connection's read side), so it runs on its own.
+func (fc *frontConn) abort() {
+	if sc, ok := fc.c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		}
+	}
+	go fc.c.Close()
 }
 
 // aLongTimeAgo is a deadline in the past: it makes a blocked read return.
@@ -284,6 +295,9 @@ func (fc *frontConn) serve() {
 			// The usual requests are served inside the read (readable);
 			// it returns with what must be served here.
 			fc.ended, fc.begun = false, false
+			// A request served here may have outlasted the deadline set
+			// for its body: RawConn.Read fails at once on a past one.
+			fc.deadline.Within(fc.c, time.Now(), f.idleTimeout)
 			err := cr.raw.Read(fc.readableFn)
 			fc.fd = -1
 			if err != nil || fc.ended {
@@ -355,7 +369,10 @@ func (fc *frontConn) awaitRequest() bool {
 // request included. A wait follows only a read that drained the socket
 // (one that took less than the buffer's room): bytes already queued wake
 // nobody. net.Conn's Read, and so net/http, costs one more system call per
-// request here.
+// request here. What a short read does not tell is a client's end (FIN)
+// that came with its last bytes: a client that half-closes right after its
+// request gets its answer, but may see the connection end only at the idle
+// timeout (README: differences from SPEC.md).
 //
 // It returns, ending RawConn.Read, when the connection ends (ended) or
 // when what is buffered must be served outside it (serve): a request whose
@@ -365,13 +382,15 @@ func (fc *frontConn) awaitRequest() bool {
 func (fc *frontConn) readable(fd uintptr) bool {
 	fc.fd = int(fd)
 	f, cr := fc.f, fc.cr
-	for {
+	for eof := false; ; {
 		drained := false
-		if cr.room() {
+		if !eof && cr.room() {
 			n, short, err := cr.readFd(fd)
 			switch {
 			case err == syscall.EAGAIN:
 				drained = true
+			case n == 0 && err == nil && len(cr.buffered()) > 0:
+				eof, drained = true, true // serve what came before the end, then close
 			case n == 0:
 				fc.ended = true // closed, or an error: net/http would close too
 				return true
@@ -383,7 +402,11 @@ func (fc *frontConn) readable(fd uintptr) bool {
 				}
 			}
 		}
-		switch fc.serveBuffered() {
+		step := fc.serveBuffered()
+		if eof && (step == stepIdle || step == stepMore) {
+			step = stepEnd
+		}
+		switch step {
 		case stepEnd:
 			fc.ended = true
 			return true

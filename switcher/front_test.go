@@ -682,3 +682,93 @@ func TestShutdownEndsAHeldRequest(t *testing.T) {
 		t.Fatal("shutdown waited for the held request's hold_timeout")
 	}
 }
+
+// A request pipelined behind a body that is served outside readable (too
+// large to be buffered whole), and followed by the client's half-close, is
+// answered before the connection closes.
+func TestFrontAnswersARequestThatCameBeforeTheClientsEnd(t *testing.T) {
+	release := make(chan struct{})
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/a" {
+			<-release // the client's end is there before the front reads again
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	body := strings.Repeat("b", 6000)
+	fmt.Fprintf(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%sGET /b HTTP/1.1\r\nHost: x\r\n\r\n", len(body), body)
+	c.(*net.TCPConn).CloseWrite()
+	close(release)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/a", "/b"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer to %s: %v", want, err)
+		}
+		if b := bodyOf(resp); b != want {
+			t.Fatalf("got %q, want %q", b, want)
+		}
+	}
+}
+
+// A request served outside readable whose answer outlasts the deadline set
+// for its body keeps its connection: the wait for the next request has the
+// idle timeout again.
+func TestFrontKeepsAConnectionAfterASlowLargeRequest(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow" {
+			time.Sleep(600 * time.Millisecond) // the scenario: past client_idle_timeout
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	body := strings.Repeat("b", 6000) // more than the front's buffer: served outside
+	fmt.Fprintf(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	if b := bodyOf(resp); b != "/slow" {
+		t.Fatalf("got %q", b)
+	}
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the next request on the kept-alive connection: %v", err)
+	}
+	if b := bodyOf(resp); b != "/next" {
+		t.Fatalf("got %q", b)
+	}
+}
+
+// A shutdown whose drain time runs out closes the connection of a request
+// still with the upstream at once, not when the upstream answers.
+func TestShutdownClosesAConnectionWhoseRequestIsInFlight(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		io.WriteString(w, "late")
+	})
+	defer close(release)
+	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "100ms"`, 1), []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	go h.stop()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); isTimeout(err) || len(b) > 0 {
+		t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
+	}
+}
