@@ -48,8 +48,7 @@ type front struct {
 	idleTimeout   time.Duration
 
 	closing atomic.Bool
-	aborted atomic.Bool // shutdown's time ran out: what is left is closed
-	mu      sync.Mutex  // guards conns, which change only as connections open and close
+	mu      sync.Mutex // guards conns, which change only as connections open and close
 	conns   map[*frontConn]struct{}
 	wg      sync.WaitGroup
 }
@@ -105,12 +104,8 @@ func (f *front) shutdown(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		f.aborted.Store(true)
 		f.mu.Lock()
 		for fc := range f.conns {
-			if dup := fc.watch.Load(); dup != nil {
-				dup.Close() // a held request's watch ends, and so its hold
-			}
 			fc.abort()
 		}
 		f.mu.Unlock()
@@ -122,8 +117,9 @@ func (f *front) shutdown(ctx context.Context) {
 }
 
 // abort ends fc's connection now, for a shutdown whose time ran out. The
-// socket is shut down first, so that the client sees the end at once: Close
-// waits for a request that readable serves to end (it holds the
+// socket is shut down first, so that the client sees the end at once, and
+// so does the watch of a held request, which may read a duplicate of it;
+// Close waits for a request that readable serves to end (it holds the
 // connection's read side), so it runs on its own.
 func (fc *frontConn) abort() {
 	if sc, ok := fc.c.(syscall.Conn); ok {
@@ -171,13 +167,12 @@ type frontConn struct {
 
 	// readable's state, kept here so that a request allocates nothing for
 	// it.
-	readableFn  func(fd uintptr) bool   // fc.readable, made once
-	fd          int                     // the socket while readable runs, else -1
-	begun       bool                    // part of a head is buffered: the header timeout runs
-	ended       bool                    // readable met the connection's end
-	outside     *http.Request           // a request readable parsed and left to serve
-	outsideHead int                     // the length of its head
-	watch       atomic.Pointer[os.File] // the duplicate socket a held request's watch reads, for shutdown
+	readableFn  func(fd uintptr) bool // fc.readable, made once
+	fd          int                   // the socket while readable runs, else -1
+	begun       bool                  // part of a head is buffered: the header timeout runs
+	ended       bool                  // readable met the connection's end
+	outside     *http.Request         // a request readable parsed and left to serve
+	outsideHead int                   // the length of its head
 }
 
 // clientWatchKey is the context key under which a front request carries its
@@ -205,10 +200,6 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 		if raw, err = dup.SyscallConn(); err != nil {
 			dup.Close()
 			return nil, func() {}
-		}
-		fc.watch.Store(dup)
-		if fc.f.aborted.Load() {
-			dup.Close() // shutdown may have looked before the Store: the watch ends at once
 		}
 	}
 	done := make(chan struct{})
@@ -238,7 +229,6 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 		} else {
 			dup.SetReadDeadline(aLongTimeAgo)
 			<-done
-			fc.watch.Store(nil)
 			dup.Close()
 		}
 		fc.setReadDeadline(time.Time{})

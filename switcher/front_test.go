@@ -647,12 +647,19 @@ func TestFrontServesARequestThatCameWhileTheLastWasServed(t *testing.T) {
 	// while the front waits for the upstream.
 	time.Sleep(100 * time.Millisecond)
 	close(release)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	readAnswers(t, c, "/slow", "/next")
+}
+
+// readAnswers reads from c one answer per path in paths, each with its
+// path as body (as the tests' backends answer), within a few seconds.
+func readAnswers(t *testing.T, c net.Conn, paths ...string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
-	for _, want := range []string{"/slow", "/next"} {
+	for _, want := range paths {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			t.Fatalf("answer to %s: %v (a request that came during the last one was left waiting)", want, err)
+			t.Fatalf("answer to %s: %v", want, err)
 		}
 		if b := bodyOf(resp); b != want {
 			t.Fatalf("got %q, want %q", b, want)
@@ -703,17 +710,7 @@ func TestFrontAnswersARequestThatCameBeforeTheClientsEnd(t *testing.T) {
 	fmt.Fprintf(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%sGET /b HTTP/1.1\r\nHost: x\r\n\r\n", len(body), body)
 	c.(*net.TCPConn).CloseWrite()
 	close(release)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	for _, want := range []string{"/a", "/b"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer to %s: %v", want, err)
-		}
-		if b := bodyOf(resp); b != want {
-			t.Fatalf("got %q, want %q", b, want)
-		}
-	}
+	readAnswers(t, c, "/a", "/b")
 }
 
 // A request served outside readable whose answer outlasts the deadline set
