@@ -156,9 +156,9 @@ func (cr *connReader) readSocket(fd uintptr) bool {
 	return true
 }
 
-// readFd reads once from the socket fd into the room the buffer has (the
-// caller made sure of some): n bytes, 0 and a nil error when the client
-// closed, EAGAIN when nothing is there yet. drained reports that the read
+// readFd reads once from the socket fd into the room at the buffer's end
+// (errHeadTooLarge when there is none): n bytes, 0 and a nil error when the
+// client closed, EAGAIN when nothing is there yet. drained reports that the read
 // took less than it could: a TCP socket had no more queued, so what comes
 // next will wake a wait for readability. A read that finds nothing gives
 // the buffer back, so that a wait holds none.
