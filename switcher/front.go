@@ -65,14 +65,23 @@ func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, heade
 // serve accepts connections on ln until it is closed.
 func (f *front) serve(ln net.Listener) error {
 	f.handoff.setAddr(ln.Addr())
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				continue
 			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or memory for now, as net/http: wait and retry.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				f.logger.Warn("accept failed; retrying", "error", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
 			return err
 		}
+		backoff = 0
 		fc := &frontConn{f: f, c: c}
 		f.mu.Lock()
 		if f.closing.Load() {
@@ -321,7 +330,7 @@ func (fc *frontConn) serve() {
 			f.handoff.push(fc.c, cr)
 			return
 		}
-		if !fc.serveRequest(req, headLen) {
+		if !fc.serveRequest(req, headLen) || f.closing.Load() {
 			return
 		}
 	}
@@ -468,8 +477,8 @@ func (fc *frontConn) serveBuffered() frontStep {
 			fc.outside, fc.outsideHead = req, n
 			return stepOutside
 		}
-		if !fc.serveRequest(req, n) {
-			return stepEnd
+		if !fc.serveRequest(req, n) || fc.f.closing.Load() {
+			return stepEnd // a shutdown ends the connection after its request in flight
 		}
 	}
 }

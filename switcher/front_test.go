@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -767,5 +770,99 @@ func TestShutdownClosesAConnectionWhoseRequestIsInFlight(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if b, err := io.ReadAll(c); isTimeout(err) || len(b) > 0 {
 		t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
+	}
+}
+
+// A graceful shutdown ends a busy keep-alive connection after its request
+// in flight, as net/http does, even when the client pipelines: it does not
+// keep serving it until drain_timeout runs out.
+func TestShutdownEndsAPipeliningConnection(t *testing.T) {
+	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
+	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1), []string{a.addr}, []string{a.addr})
+	c, err := net.Dial("tcp", h.addrs.Proxy[0])
+	must(t, err)
+	defer c.Close()
+	go func() {
+		batch := strings.Repeat("GET /p HTTP/1.1\r\nHost: x\r\n\r\n", 200)
+		for {
+			if _, err := io.WriteString(c, batch); err != nil {
+				return
+			}
+		}
+	}()
+	var answers atomic.Int64
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		br := bufio.NewReader(c)
+		for {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			answers.Add(1)
+		}
+	}()
+	waitFor(t, "some answers", func() bool { return answers.Load() > 100 })
+	start := time.Now()
+	go h.stop()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection never closed")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a graceful shutdown kept a pipelining connection for %v (drain_timeout 3s), %d answers", d, answers.Load())
+	}
+}
+
+// Running out of file descriptors (each held request now takes two: its
+// socket and the watch's duplicate) must not end the proxy listener.
+func TestFrontKeepsItsListenerWhenDescriptorsRunOut(t *testing.T) {
+	a := newBackend(t, "A", nil)
+	a.stop()
+	b := newBackend(t, "B", nil)
+	h := startSwitcher(t, fastChecks+`hold_timeout = "3s"`, []string{a.addr}, []string{b.addr})
+	var old syscall.Rlimit
+	must(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old))
+	es, _ := os.ReadDir("/proc/self/fd")
+	lim := old
+	lim.Cur = uint64(len(es) + 40)
+	must(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim))
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 30 {
+		c, err := net.Dial("tcp", h.addrs.Proxy[0])
+		if err != nil {
+			break // the test's own side ran out
+		}
+		conns = append(conns, c)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		time.Sleep(20 * time.Millisecond) // the scenario: each request is held before the next connects
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	waitFor(t, "holds to end", func() bool { return h.sw.Held() == 0 })
+	time.Sleep(200 * time.Millisecond) // the scenario: the accept loop's backoff has room to retry
+	c, err := net.DialTimeout("tcp", h.addrs.Proxy[0], time.Second)
+	if err != nil {
+		t.Fatalf("the proxy listener is gone after fds ran out: %v", err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(6 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1") {
+		t.Fatalf("no answer after fds ran out: %q %v", buf[:n], err)
 	}
 }
