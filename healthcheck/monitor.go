@@ -429,15 +429,17 @@ func (m *Monitor) poke() {
 	}
 }
 
-// slotted moves t up to the next multiple of interval/20 (at most 50ms) so
-// that the checks of many monitors wake the process in small batches rather
-// than one by one: most of a check's CPU cost is waking up.
+// slotted moves t to the nearest multiple of interval/10 (at most 100ms) so
+// that the checks of many monitors wake the process in batches rather than
+// one by one: most of a check's CPU cost is waking up, for the check and for
+// its answer, and the larger the batch the more answers are read per wakeup.
+// Rounding to the nearest slot rather than up keeps the mean interval.
 func slotted(t time.Time, interval time.Duration) time.Time {
-	slot := int64(min(interval/20, 50*time.Millisecond))
+	slot := int64(min(interval/10, 100*time.Millisecond))
 	if slot <= 0 {
 		return t
 	}
-	return t.Add(time.Duration(slot - t.UnixNano()%slot))
+	return t.Add(time.Duration(slot/2 - (t.UnixNano()+slot/2)%slot))
 }
 
 // jitter spreads d by ±10% so that many monitors do not check in lockstep.

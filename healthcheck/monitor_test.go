@@ -376,16 +376,18 @@ func TestSlotted(t *testing.T) {
 	base := time.Unix(1700000000, 123456789)
 	cases := []struct {
 		interval time.Duration
+		t        time.Time
 		want     time.Time
 	}{
-		{interval: time.Second, want: time.Unix(1700000000, 150000000)},
-		{interval: time.Hour, want: time.Unix(1700000000, 150000000)}, // slot capped at 50ms
-		{interval: 10 * time.Millisecond, want: time.Unix(1700000000, 123500000)},
-		{interval: 10, want: base}, // too short to slot
+		{interval: time.Second, t: base, want: time.Unix(1700000000, 100000000)}, // nearest, down
+		{interval: time.Second, t: base.Add(30 * time.Millisecond), want: time.Unix(1700000000, 200000000)},
+		{interval: time.Hour, t: base.Add(50 * time.Millisecond), want: time.Unix(1700000000, 200000000)}, // slot capped at 100ms
+		{interval: 10 * time.Millisecond, t: base, want: time.Unix(1700000000, 123000000)},
+		{interval: 10, t: base, want: base}, // too short to slot
 	}
 	for _, tc := range cases {
-		if got := slotted(base, tc.interval); !got.Equal(tc.want) {
-			t.Errorf("slotted(%v, %v) = %v, want %v", base, tc.interval, got, tc.want)
+		if got := slotted(tc.t, tc.interval); !got.Equal(tc.want) {
+			t.Errorf("slotted(%v, %v) = %v, want %v", tc.t, tc.interval, got, tc.want)
 		}
 	}
 }
