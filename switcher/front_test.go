@@ -778,12 +778,15 @@ func TestShutdownClosesAConnectionWhoseRequestIsInFlight(t *testing.T) {
 // keep serving it until drain_timeout runs out.
 func TestShutdownEndsAPipeliningConnection(t *testing.T) {
 	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
-	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "3s"`, 1), []string{a.addr}, []string{a.addr})
+	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "30s"`, 1), []string{a.addr}, []string{a.addr})
 	c, err := net.Dial("tcp", h.addrs.Proxy[0])
 	must(t, err)
 	defer c.Close()
 	go func() {
-		batch := strings.Repeat("GET /p HTTP/1.1\r\nHost: x\r\n\r\n", 200)
+		// Large writes keep the socket full even when the test's other
+		// goroutines take the cores: a read that drains it would let the
+		// connection see the shutdown when it goes idle.
+		batch := strings.Repeat("GET /p HTTP/1.1\r\nHost: x\r\n\r\n", 5000)
 		for {
 			if _, err := io.WriteString(c, batch); err != nil {
 				return
@@ -805,15 +808,12 @@ func TestShutdownEndsAPipeliningConnection(t *testing.T) {
 		}
 	}()
 	waitFor(t, "some answers", func() bool { return answers.Load() > 100 })
-	start := time.Now()
 	go h.stop()
+	// Well before drain_timeout, which would close it anyway.
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
-		t.Fatal("connection never closed")
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("a graceful shutdown kept a pipelining connection for %v (drain_timeout 3s), %d answers", d, answers.Load())
+		t.Fatalf("a graceful shutdown kept a pipelining connection open (%d answers)", answers.Load())
 	}
 }
 
