@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/turnout/turnout/internal/deadline"
 )
@@ -195,40 +196,39 @@ var errGone = errors.New("idle connection closed by the server")
 var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange sends the request (msg: head and body, already encoded) and
-// reads the response head; req gives the context and the method (a HEAD
-// response has no body); the response is made in reply. fields is as
-// readResponse returns it. A connection that fails before a byte of the
+// reads the response head into reply (see readResponse); req gives the
+// context and the method (a HEAD response has no body). A connection that fails before a byte of the
 // response is replaced when the request may go again: always after
 // errUnread, for an idempotent request after errStale; a few times at
 // most. An idle connection that send found gone is replaced without
 // counting: nothing was sent on it.
-func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
+func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) error {
 	idempotent := Idempotent(req)
 	dropped := false
 	for attempt := 1; ; attempt++ {
 		now := time.Now()
 		c, dialed, err := t.conn(req.Context(), now)
 		if err != nil {
-			return nil, Fields{}, err
+			return err
 		}
 		if dialed {
 			now = time.Now() // the header timeout runs from the write, not from before the dial
 		}
-		resp, fields, err := t.roundTrip(c, req, msg, now, reply)
+		err = t.roundTrip(c, req, msg, now, reply)
 		if err == nil {
-			return resp, fields, nil
+			return nil
 		}
 		c.Close()
 		if err == errGone {
 			if err := req.Context().Err(); err != nil {
-				return nil, Fields{}, err
+				return err
 			}
 			attempt-- // not a try: nothing was sent, and the idle connections are finite
 			continue
 		}
 		if err == errDropped {
 			if dropped {
-				return nil, Fields{}, err // dropped twice: an app that crashes on it
+				return err // dropped twice: an app that crashes on it
 			}
 			dropped = true
 		}
@@ -247,11 +247,11 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) (res
 			// another server, once (SPEC.md 4.2).
 			nc, derr := t.dial(req.Context())
 			if derr != nil {
-				return nil, Fields{}, derr
+				return derr
 			}
 			nc.Close()
 		}
-		return nil, Fields{}, err
+		return err
 	}
 }
 
@@ -290,7 +290,7 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 		}
 		c.Close()
 	}
-	nc, err := t.dial(ctx)
+	nc, err := t.dialApart(ctx)
 	if err != nil {
 		return nil, false, err
 	}
@@ -300,6 +300,26 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
 	return c, true, nil
+}
+
+// dialApart dials on a goroutine of its own and waits for it. net.Dialer
+// needs more stack than a request leaves free (a context, a timer, the
+// socket calls): on the request's goroutine it would double that stack to
+// 8 KiB for as long as the client stays connected, since stacks shrink only
+// at a GC, which a steady load makes rare. A connection costs tens of
+// microseconds to dial; the goroutine, about one.
+func (t *h1Transport) dialApart(ctx context.Context) (net.Conn, error) {
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := t.dial(ctx)
+		done <- dialed{c, err}
+	}()
+	d := <-done
+	return d.c, d.err
 }
 
 // setRaw prepares, once per connection, send's access to the socket and
@@ -342,7 +362,7 @@ func (t *h1Transport) CloseIdleConnections() {
 
 // roundTrip writes the request on c, at now, and reads the response
 // headers into reply.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time, reply *Reply) (*http.Response, Fields, error) {
+func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time, reply *Reply) error {
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
@@ -360,23 +380,22 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		// Cancelled meanwhile (the client went away): AfterFunc's deadline
 		// may not be set yet, or Within may have moved it.
 		stop()
-		return nil, Fields{}, ctx.Err()
+		return ctx.Err()
 	}
 	err := c.send(msg)
 	written := now
 	if err != nil {
 		stop()
 		if err == errGone || errors.Is(err, errUnread) {
-			return nil, Fields{}, err
+			return err
 		}
 		if ctx.Err() == nil {
-			return nil, Fields{}, c.staleError(err, len(msg), 0)
+			return c.staleError(err, len(msg), 0)
 		}
-		return nil, Fields{}, err
+		return err
 	}
 	var (
 		resp    *http.Response
-		fields  Fields
 		bodyLen int64
 		body    = &reply.body
 	)
@@ -386,25 +405,25 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	for informational := 0; ; informational++ {
 		if informational > maxInformational {
 			stop()
-			return nil, Fields{}, errTooInformational
+			return errTooInformational
 		}
-		var err error
-		resp, fields, bodyLen, err = c.readResponse(req, &body.resp)
+		bodyLen, err = c.readResponse(req, reply)
 		if err != nil {
 			stop()
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
-				return nil, Fields{}, c.staleError(err, len(msg), time.Since(written))
+				return c.staleError(err, len(msg), time.Since(written))
 			}
 			if isTimeout(err) && ctx.Err() == nil {
-				return nil, Fields{}, &timeoutError{}
+				return &timeoutError{}
 			}
-			return nil, Fields{}, err
+			return err
 		}
+		resp = reply.Response
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// No request sent here asks for an upgrade: a server that
 			// switches anyway has left HTTP on this connection.
 			stop()
-			return nil, Fields{}, errUnaskedUpgrade
+			return errUnaskedUpgrade
 		}
 		if resp.StatusCode >= 200 {
 			break
@@ -417,7 +436,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		if got1xx != nil {
 			if err := got1xx(resp.StatusCode, resp.Header); err != nil {
 				stop()
-				return nil, Fields{}, err
+				return err
 			}
 		}
 	}
@@ -437,7 +456,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	}
 	body.src, body.n, body.reuse = resp.Body, bodyLen, !resp.Close && !req.Close
 	resp.Body = body
-	return resp, fields, nil
+	return nil
 }
 
 // send writes msg, and when it went out whole, returns only once the
@@ -493,6 +512,12 @@ func (c *h1Conn) send(msg []byte) error {
 
 // sendOnce is send's callback: the first call peeks (see send) and
 // writes, the next one (the connection became readable) ends the wait.
+//
+// It makes its system calls raw: it runs at the deepest point of a
+// request's stack (the front's read, the handler, deliver, the exchange,
+// RawConn.Read), where syscall.Recvfrom and syscall.Write would add 300
+// bytes, enough to grow every client connection's stack from 4 to 8 KiB
+// (README: memory).
 func (c *h1Conn) sendOnce(fd uintptr) bool {
 	if c.sent {
 		return true
@@ -502,7 +527,9 @@ func (c *h1Conn) sendOnce(fd uintptr) bool {
 		c.check = false
 		// EAGAIN: nothing to read and not closed. Anything else (a close,
 		// bytes nobody asked for, an error) makes the connection unfit.
-		if _, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT); err != syscall.EAGAIN {
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), uintptr(len(c.peekBuf)),
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if errno != syscall.EAGAIN {
 			c.sendErr = errGone
 			return true
 		}
@@ -510,8 +537,13 @@ func (c *h1Conn) sendOnce(fd uintptr) bool {
 	if testAfterPeek != nil {
 		testAfterPeek(c)
 	}
-	c.sendN, c.sendErr = syscall.Write(int(fd), c.sendMsg)
-	return c.sendErr != nil || c.sendN < len(c.sendMsg)
+	n, _, errno := syscall.Syscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.sendMsg))), uintptr(len(c.sendMsg)))
+	if errno != 0 {
+		c.sendErr = errno
+		return true
+	}
+	c.sendN = int(n)
+	return c.sendN < len(c.sendMsg)
 }
 
 // noStop stands for context.AfterFunc's stop when the context can never
@@ -538,6 +570,13 @@ type Reply struct {
 	// Early Hints) that comes before the final one; an error it returns
 	// ends the exchange. Reply's zero value drops them.
 	Got1xx func(code int, header http.Header) error
+
+	// Response and Fields are the response an exchange read, as
+	// readResponse leaves them. (They are not Exchange's results, which
+	// would take the stack space of a dozen words at each of its levels:
+	// see sendOnce.)
+	Response *http.Response
+	Fields   Fields
 
 	body h1Body
 }

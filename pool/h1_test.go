@@ -33,7 +33,7 @@ func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, str
 		head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	}
 	s := p.Pick(nil)
-	resp, fields, err := s.Exchange(req, []byte(head+"\r\n"+body), nil)
+	resp, fields, err := exchange(s, req, []byte(head+"\r\n"+body))
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -187,7 +187,7 @@ func TestLeanPathSurvivesEveryIdleConnectionClosingAtOnce(t *testing.T) {
 	for range k {
 		go func() {
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+			resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
@@ -347,7 +347,7 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	defer p.Close()
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
 	s := p.Pick(nil)
-	_, _, err := s.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+	_, _, err := exchange(s, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("error %v, want a timeout", err)
@@ -521,7 +521,7 @@ func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
 	defer func() { testBeforeWrite = nil }()
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://upstream/", nil)
 	s := p.Pick(nil)
-	if _, _, err := s.Exchange(req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil); !errors.Is(err, context.Canceled) {
+	if _, _, err := exchange(s, req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled POST: %v, want context.Canceled", err)
 	}
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
@@ -568,7 +568,7 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 			p := newTestPool(t, spec(addr, 1))
 			req, _ := http.NewRequest(tc.method, "http://upstream/", nil)
 			s := p.Pick(nil)
-			resp, _, err := s.Exchange(req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil)
+			resp, _, err := exchange(s, req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"))
 			if tc.wantOK {
 				if err != nil {
 					t.Fatalf("%v, want the request sent again and answered", err)
@@ -620,7 +620,9 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 		maxIdle:       1,
 	}
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
-	resp, _, err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), new(Reply))
+	reply := new(Reply)
+	err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), reply)
+	resp := reply.Response
 	if err != nil {
 		t.Fatalf("an answer at once after a slow dial: %v", err)
 	}
@@ -635,7 +637,7 @@ func TestLeanPathSendsARequestDroppedAtOnceTwiceAtMost(t *testing.T) {
 	addr, requests := countingServer(t, "") // closes after each request, unanswered
 	p := newTestPool(t, spec(addr, 1))
 	req, _ := http.NewRequest("POST", "http://upstream/", nil)
-	if _, _, err := p.Pick(nil).Exchange(req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"), nil); err == nil {
+	if _, _, err := exchange(p.Pick(nil), req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); err == nil {
 		t.Fatal("a POST every connection drops: no error")
 	}
 	if n := requests.Load(); n != 2 {
@@ -666,7 +668,7 @@ func TestLeanPathCancelJustAfterTheHeadEndsTheBody(t *testing.T) {
 	}
 	defer func() { testAfterHead = nil }()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://upstream/", nil)
-	resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"), nil)
+	resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
@@ -705,7 +707,7 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 			})
 			p := newTestPool(t, spec(addr, 1))
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, _, err := p.Pick(nil).Exchange(req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"), nil)
+			resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 			if tc.want != nil {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("error %v, want %v", err, tc.want)
@@ -722,4 +724,11 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exchange is Server.Exchange with a Reply of its own.
+func exchange(s *Server, req *http.Request, msg []byte) (*http.Response, Fields, error) {
+	reply := new(Reply)
+	err := s.Exchange(req, msg, reply)
+	return reply.Response, reply.Fields, err
 }

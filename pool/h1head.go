@@ -10,31 +10,34 @@ import (
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
-// readResponse reads the next response head on c. The common response —
-// HTTP/1.1, final status, a body of declared length (or none) — is parsed
-// in place: its header fields stay as sent, in fields, which is valid until
-// the body is first read; resp.Header is nil. Anything else (1xx, chunked
-// or close-delimited bodies, HTTP/1.0, a head larger than the buffer, odd
-// fields) is left in the buffer for http.ReadResponse, which parses it as it
-// always does; fields.Raw is then nil. A response parsed here has no Body:
-// bodyLen bytes of it follow in c.br; -1 for one from http.ReadResponse.
-// A response parsed in place is written to into.
-func (c *h1Conn) readResponse(req *http.Request, into *http.Response) (resp *http.Response, fields Fields, bodyLen int64, err error) {
+// readResponse reads the next response head on c into reply.Response and
+// reply.Fields. The common response — HTTP/1.1, final status, a body of
+// declared length (or none) — is parsed in place, into reply.body.resp: its
+// header fields stay as sent, in Fields, which is valid until the body is
+// first read; its Header is nil. Anything else (1xx, chunked or
+// close-delimited bodies, HTTP/1.0, a head larger than the buffer, odd
+// fields) is left in the buffer for http.ReadResponse, which parses it as
+// it always does; Fields.Raw is then nil. A response parsed here has no
+// Body: bodyLen bytes of it follow in c.br; -1 for one from
+// http.ReadResponse.
+func (c *h1Conn) readResponse(req *http.Request, reply *Reply) (bodyLen int64, err error) {
+	reply.Response, reply.Fields = nil, Fields{}
 	head, err := c.peekHead()
 	if err != nil && err != errLongHead {
 		if err == io.EOF && c.nread > 0 {
 			err = io.ErrUnexpectedEOF // what http.ReadResponse says of a cut head
 		}
-		return nil, Fields{}, 0, err
+		return 0, err
 	}
 	if err == nil {
-		if f, n, ok := parseResponseHead(head, req, into); ok {
+		if n, ok := parseResponseHead(head, req, &reply.body.resp, &reply.Fields); ok {
 			c.br.Discard(len(head)) // the bytes stay in the buffer until the next read
-			return into, f, n, nil
+			reply.Response = &reply.body.resp
+			return n, nil
 		}
 	}
-	resp, err = http.ReadResponse(c.br, req)
-	return resp, Fields{}, -1, err
+	reply.Response, err = http.ReadResponse(c.br, req)
+	return -1, err
 }
 
 // errLongHead sends a response head to http.ReadResponse: it is larger
@@ -110,10 +113,12 @@ func (f *Fields) add(k int, v []byte) {
 
 // parseResponseHead parses a response head into resp: what
 // http.ReadResponse would make of it, but with Header and Body nil, the
-// header fields being left as sent, in fields. It reports false, leaving
-// resp alone, when the response is not one it takes (see readResponse).
-// bodyLen is the length of the body that follows the head.
-func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fields Fields, bodyLen int64, ok bool) {
+// header fields being left as sent, in *into. It reports false, leaving
+// resp and *into alone, when the response is not one it takes (see
+// readResponse). bodyLen is the length of the body that follows the head.
+// (Its results are few and small on purpose: see sendOnce in h1.go.)
+func parseResponseHead(head []byte, req *http.Request, resp *http.Response, into *Fields) (bodyLen int64, ok bool) {
+	var fields Fields
 	// peekHead checked that every line ends in CRLF. An empty first line
 	// ("\r\n\r\n") gives eol 0, an empty status line, which the check
 	// below rejects.
@@ -121,17 +126,17 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 	line := head[:eol]
 	fields.Raw = head[eol+2 : len(head)-2]
 	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !httpsyntax.FieldValue(line) {
-		return Fields{}, 0, false
+		return 0, false
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return Fields{}, 0, false
+			return 0, false
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 200 || code > 599 {
-		return Fields{}, 0, false
+		return 0, false
 	}
 	length := int64(-1)
 	closing := false
@@ -141,16 +146,16 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 		rest = rest[eol+2:]
 		colon := bytes.IndexByte(field, ':')
 		if colon < 0 || !httpsyntax.Token(field[:colon]) || !httpsyntax.FieldValue(field[colon+1:]) {
-			return Fields{}, 0, false
+			return 0, false
 		}
 		kind := httpsyntax.FieldKind(field[:colon])
 		switch kind {
 		case httpsyntax.TrailerField, httpsyntax.TransferEncodingField:
-			return Fields{}, 0, false
+			return 0, false
 		case httpsyntax.LengthField:
 			l, ok := httpsyntax.ContentLength(httpsyntax.TrimSpace(field[colon+1:]))
 			if !ok || length >= 0 {
-				return Fields{}, 0, false // invalid or repeated: http.ReadResponse judges it
+				return 0, false // invalid or repeated: http.ReadResponse judges it
 			}
 			length = l
 		case httpsyntax.ConnectionField:
@@ -165,7 +170,7 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 	case code == http.StatusNoContent || code == http.StatusNotModified:
 		length, bodyLen = 0, 0
 	case length < 0:
-		return Fields{}, 0, false // delimited by the close: http.ReadResponse reads it
+		return 0, false // delimited by the close: http.ReadResponse reads it
 	}
 	*resp = http.Response{
 		Status:        statusText(code, line[9:]),
@@ -177,7 +182,8 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response) (fie
 		Close:         closing,
 		Request:       req,
 	}
-	return fields, bodyLen, true
+	*into = fields
+	return bodyLen, true
 }
 
 // statusLines holds "200 OK" and the like for every code with a reason

@@ -80,7 +80,8 @@ func headerOf(fields []byte, closing bool) http.Header {
 // parsed is parseResponseHead with the header fields made into a Header.
 func parsed(head string, req *http.Request) *http.Response {
 	resp := new(http.Response)
-	fields, _, ok := parseResponseHead([]byte(head), req, resp)
+	var fields Fields
+	_, ok := parseResponseHead([]byte(head), req, resp, &fields)
 	if !ok {
 		return nil
 	}

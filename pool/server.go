@@ -189,31 +189,27 @@ func (s *Server) Release() { s.done() }
 
 // Exchange sends a request already encoded in msg (request line, headers,
 // a blank line and the body) over a kept-alive HTTP/1.1 connection, and
-// returns the response with its headers read; req gives the context and the
-// method. Errors and the in-flight count are as for RoundTrip. The response
-// is made in reply, which must not be lent again before its body is closed;
-// nil: a new one.
+// reads the response with its headers into reply.Response; req gives the
+// context and the method. Errors and the in-flight count are as for
+// RoundTrip. The response is made in reply, which must not be lent again
+// before its body is closed.
 //
 // The common response (HTTP/1.1, a final status, a declared length) keeps
-// its header fields as the server sent them: resp.Header is nil and
-// fields.Raw holds them. They stay valid until the body is first read or
-// closed. For any other response, fields.Raw is nil and resp.Header is as
-// net/http parses it.
-func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) (resp *http.Response, fields Fields, err error) {
-	if reply == nil {
-		reply = new(Reply)
-	}
-	resp, fields, err = s.transport.Load().lean.exchange(req, msg, reply)
-	if err != nil {
+// its header fields as the server sent them: Response.Header is nil and
+// reply.Fields.Raw holds them. They stay valid until the body is first
+// read or closed. For any other response, Fields.Raw is nil and
+// Response.Header is as net/http parses it.
+func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) error {
+	if err := s.transport.Load().lean.exchange(req, msg, reply); err != nil {
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)
-			return nil, Fields{}, err
+			return err
 		}
-		return nil, Fields{}, fmt.Errorf("%s: %w", s.Key(), err)
+		return fmt.Errorf("%s: %w", s.Key(), err)
 	}
 	reply.body.closed = s.doneFn
-	return resp, fields, nil
+	return nil
 }
 
 func (s *Server) done() {

@@ -208,19 +208,14 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	}
 	scratch.msg = buf
 
-	var (
-		resp   *http.Response
-		fields pool.Fields
-	)
 	err := s.deliver(r, func() bool { return false }, func(srv *pool.Server) error {
-		var err error
-		resp, fields, err = srv.Exchange(r, buf, &scratch.reply)
-		return err
+		return srv.Exchange(r, buf, &scratch.reply)
 	})
 	if err != nil {
 		onError(w, r, err)
 		return
 	}
+	resp, fields := scratch.reply.Response, scratch.reply.Fields
 	defer resp.Body.Close() // before the scratch goes back: it holds the response
 	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
 		onError(w, r, &interceptedError{status: resp.StatusCode})

@@ -315,49 +315,19 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 	}
 }
 
-// instrument wraps the front handler: it counts every request by pool and
-// status, times it, and writes the access log line when access_log is on.
-// The pool is the active one when the request starts, or "none" when
-// maintenance mode answers it.
-func (s *Switcher) instrument(next http.Handler) http.Handler {
-	m := s.metrics()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		var pm *poolMetrics
-		// Maintenance mode is read again by next; a toggle in between
-		// mislabels that one request at most.
-		if s.maintenance.Load().on {
-			pm = m.pools[noPool]
-			m.maintenance[reasonMaintenanceMode].Inc()
-		} else {
-			pm = m.pools[s.active.Load().Name()]
-		}
-		var (
-			code  int
-			bytes int64
-		)
-		if sk, ok := w.(statusKeeper); ok {
-			next.ServeHTTP(w, r) // the front's writer keeps its own
-			code, bytes = sk.written()
-		} else {
-			rec := recorders.Get().(*recorder)
-			rec.ResponseWriter, rec.code, rec.bytes = w, 0, 0
-			next.ServeHTTP(rec, r)
-			code, bytes = rec.written()
-			rec.ResponseWriter = nil
-			recorders.Put(rec)
-		}
-		if code == 0 {
-			code = http.StatusOK
-		}
-		elapsed := time.Since(start)
-		pm.count(code)
-		pm.duration.Observe(elapsed.Seconds())
-		if s.settings.Load().cfg.AccessLog {
-			m.access.Info("request", "method", r.Method, "path", r.RequestURI, "status", code, "bytes", bytes,
-				"duration", elapsed, "pool", pm.name, "remote", r.RemoteAddr, "request_id", r.Header.Get("X-Request-Id"))
-		}
-	})
+// observeRequest counts a request that ended with status code (0: none
+// written, which net/http sends as 200) and bytes of body, under pool pm,
+// and writes its access log line when access_log is on.
+func (s *Switcher) observeRequest(r *http.Request, pm *poolMetrics, code int, bytes int64, elapsed time.Duration) {
+	if code == 0 {
+		code = http.StatusOK
+	}
+	pm.count(code)
+	pm.duration.Observe(elapsed.Seconds())
+	if s.settings.Load().cfg.AccessLog {
+		s.mx.access.Info("request", "method", r.Method, "path", r.RequestURI, "status", code, "bytes", bytes,
+			"duration", elapsed, "pool", pm.name, "remote", r.RemoteAddr, "request_id", r.Header.Get("X-Request-Id"))
+	}
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}

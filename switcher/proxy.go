@@ -41,36 +41,74 @@ func (e *interceptedError) Error() string { return "intercepted upstream " + htt
 const upstreamHost = "upstream"
 
 // Handler returns the front HTTP handler: maintenance mode, then the reverse
-// proxy to the active pool. It is built on httputil.ReverseProxy for header
-// hygiene, upgrades, trailers and streaming; the Switcher is its Transport.
+// proxy to the active pool, every request counted, timed and, with
+// access_log, logged. Most requests take the lean path (lean.go); the others
+// go through httputil.ReverseProxy for header hygiene, upgrades, trailers
+// and streaming, with the Switcher as its Transport.
 func (s *Switcher) Handler() http.Handler {
 	onError := s.observeProxyError(s.proxyError)
-	rp := &httputil.ReverseProxy{
-		Rewrite:        s.rewrite,
-		Transport:      s,
-		ModifyResponse: s.modifyResponse,
-		ErrorHandler:   onError,
-		BufferPool:     bufferPool{},
-		ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
+	return &frontHandler{
+		s:       s,
+		onError: onError,
+		rp: &httputil.ReverseProxy{
+			Rewrite:        s.rewrite,
+			Transport:      s,
+			ModifyResponse: s.modifyResponse,
+			ErrorHandler:   onError,
+			BufferPool:     bufferPool{},
+			ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
+		},
 	}
-	return s.instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := r.Header["X-Request-Id"]; len(id) == 0 || id[0] == "" {
-			r.Header.Set("X-Request-Id", newRequestID())
+}
+
+// frontHandler is Handler's: one method rather than a chain of wrapped
+// handlers, as each would add its frame to every request's stack, at the
+// bottom of the exchange's (see sendOnce in pool/h1.go).
+type frontHandler struct {
+	s       *Switcher
+	rp      *httputil.ReverseProxy
+	onError func(http.ResponseWriter, *http.Request, error)
+}
+
+func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	start := time.Now()
+	if id := r.Header["X-Request-Id"]; len(id) == 0 || id[0] == "" {
+		r.Header.Set("X-Request-Id", newRequestID()) // the front sets it; net/http's server does not
+	}
+	// The front's writer keeps its status; any other gets a recorder.
+	sk, ok := w.(statusKeeper)
+	var rec *recorder
+	if !ok {
+		rec = recorders.Get().(*recorder)
+		rec.ResponseWriter, rec.code, rec.bytes = w, 0, 0
+		w, sk = rec, rec
+	}
+	// The pool a request is counted under is the active one when it starts,
+	// or none when maintenance mode answers it.
+	var pm *poolMetrics
+	if m := s.maintenance.Load(); m.on {
+		pm = s.mx.pools[noPool]
+		s.mx.maintenance[reasonMaintenanceMode].Inc()
+		msg := m.message
+		if msg == "" {
+			msg = s.Config().Maintenance.Message
 		}
-		if m := s.maintenance.Load(); m.on {
-			msg := m.message
-			if msg == "" {
-				msg = s.Config().Maintenance.Message
-			}
-			s.writePage(w, r, http.StatusServiceUnavailable, msg)
-			return
-		}
+		s.writePage(w, r, http.StatusServiceUnavailable, msg)
+	} else {
+		pm = s.mx.pools[s.active.Load().Name()]
 		if leanRequest(r) {
-			s.serveLean(w, r, onError)
-			return
+			s.serveLean(w, r, h.onError)
+		} else {
+			h.rp.ServeHTTP(w, r)
 		}
-		rp.ServeHTTP(w, r)
-	}))
+	}
+	code, bytes := sk.written()
+	if rec != nil {
+		rec.ResponseWriter = nil
+		recorders.Put(rec)
+	}
+	s.observeRequest(r, pm, code, bytes, time.Since(start))
 }
 
 // rewrite prepares the upstream request: Host and the raw path and query are
