@@ -245,7 +245,7 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) erro
 			// as for any request it never saw. One that takes it is up:
 			// the request is not sent to it again, and deliver may try
 			// another server, once (SPEC.md 4.2).
-			nc, derr := t.dial(req.Context())
+			nc, derr := t.dialApart(req.Context())
 			if derr != nil {
 				return derr
 			}

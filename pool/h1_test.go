@@ -707,10 +707,13 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 			})
 			p := newTestPool(t, spec(addr, 1))
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
+			resp, fields, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 			if tc.want != nil {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("error %v, want %v", err, tc.want)
+				}
+				if resp != nil || fields.Raw != nil {
+					t.Fatalf("a failed exchange left a response in its reply (status %d)", resp.StatusCode)
 				}
 				return
 			}

@@ -191,8 +191,9 @@ func (s *Server) Release() { s.done() }
 // a blank line and the body) over a kept-alive HTTP/1.1 connection, and
 // reads the response with its headers into reply.Response; req gives the
 // context and the method. Errors and the in-flight count are as for
-// RoundTrip. The response is made in reply, which must not be lent again
-// before its body is closed.
+// RoundTrip; after an error, reply holds no response. The response is made
+// in reply (not nil), which must not be lent again before its body is
+// closed.
 //
 // The common response (HTTP/1.1, a final status, a declared length) keeps
 // its header fields as the server sent them: Response.Header is nil and
@@ -201,6 +202,7 @@ func (s *Server) Release() { s.done() }
 // Response.Header is as net/http parses it.
 func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) error {
 	if err := s.transport.Load().lean.exchange(req, msg, reply); err != nil {
+		reply.Response, reply.Fields = nil, Fields{} // one read before a 1xx or upgrade error
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)

@@ -466,6 +466,7 @@ func BenchmarkFront(b *testing.B) {
 // path that grows them). The whole request path, front to upstream read,
 // fits in a 4 KiB stack (see sendOnce in pool/h1.go): about 4,000
 // stack-B/conn; 8,000 or more means that a change made it outgrow one.
+// Read it without -race, whose instrumentation makes every frame larger.
 func BenchmarkFrontConnectionStack(b *testing.B) {
 	h := startBenchFront(b)
 	const conns = 500
