@@ -202,7 +202,7 @@ func (s *Server) Release() { s.done() }
 // Response.Header is as net/http parses it.
 func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) error {
 	if err := s.transport.Load().lean.exchange(req, msg, reply); err != nil {
-		reply.Response, reply.Fields = nil, Fields{} // one read before a 1xx or upgrade error
+		reply.Response, reply.Fields = nil, Fields{} // a 1xx or 101 read before the error
 		s.done()
 		if IsDialError(err) {
 			s.monitor.MarkDown(err)
