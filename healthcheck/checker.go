@@ -98,6 +98,7 @@ func (c *tcpChecker) Check(ctx context.Context) error {
 type httpChecker struct {
 	network, address string
 	request          []byte // the whole GET request, encoded once
+	host             string // its Host header
 	expect           config.StatusRanges
 	body             []byte
 	timeout          time.Duration
@@ -144,6 +145,7 @@ func newHTTPChecker(s config.Server, h config.Health, network, address string, t
 		address: address,
 		request: []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + host +
 			"\r\nUser-Agent: turnout-healthcheck\r\n\r\n"),
+		host:    host,
 		expect:  expect,
 		body:    []byte(h.ExpectBody),
 		timeout: timeout,
@@ -308,6 +310,12 @@ func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline tim
 		keep = false
 	}
 	if !statusOK {
+		if head.status == 400 {
+			// Django (ALLOWED_HOSTS), Rails (config.hosts) and others answer
+			// 400 to a Host they do not serve.
+			return keep, false, fmt.Errorf("status 400, want %s: the app may reject the check's Host %q; set [health] host to a name it serves (Django: ALLOWED_HOSTS)",
+				formatRanges(c.expect), c.host)
+		}
 		return keep, false, fmt.Errorf("status %d, want %s", head.status, formatRanges(c.expect))
 	}
 	if len(c.body) > 0 && !bytes.Contains(c.buf, c.body) {
@@ -351,7 +359,7 @@ func describe(ctx context.Context, timeout time.Duration, err error) error {
 		return ctx.Err()
 	}
 	if isTimeout(err) {
-		return fmt.Errorf("timeout after %s", timeout)
+		return &timeoutError{timeout}
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Err != nil {
@@ -359,6 +367,11 @@ func describe(ctx context.Context, timeout time.Duration, err error) error {
 	}
 	return err
 }
+
+// timeoutError is a check that took longer than its timeout.
+type timeoutError struct{ after time.Duration }
+
+func (e *timeoutError) Error() string { return fmt.Sprintf("timeout after %s", e.after) }
 
 // formatRanges writes ranges as in the config: "200-399" or "200,204".
 func formatRanges(r config.StatusRanges) string {

@@ -6,9 +6,11 @@ package healthcheck
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -89,6 +91,14 @@ type Options struct {
 	Interval time.Duration
 	// Observer hears every result and state change; may be nil.
 	Observer Observer
+	// Served, when set, counts the server's responses to real requests: a
+	// check that timed out (or found the backlog full) while it grew is the
+	// app being busy, not down, and does not count as a failure.
+	Served func() uint64
+	// Urgent, when set, reports whether requests wait for the server's pool:
+	// a down server is then checked every recoverInterval (backing off over
+	// a long outage) and one pass brings it up.
+	Urgent func() bool
 	// Logger gets one Info line per state change; nil means no logging.
 	Logger hclog.Logger
 }
@@ -100,6 +110,8 @@ type Monitor struct {
 	server   config.Server
 	key      string
 	observer Observer
+	served   func() uint64
+	urgent   func() bool
 	logger   hclog.Logger
 	state    atomic.Int32 // mirrors snap.State for the lock-free State
 
@@ -125,6 +137,7 @@ type Monitor struct {
 	next     time.Time     // when the next check starts
 	changed  chan struct{} // closed and replaced at each state change
 	drained  bool
+	downAt   time.Time // when the server last went down
 }
 
 // NewMonitor returns a monitor in o.Initial state; checks begin with Start.
@@ -145,6 +158,8 @@ func NewMonitor(o Options) *Monitor {
 		server:   o.Server,
 		key:      o.Server.Key(),
 		observer: o.Observer,
+		served:   o.Served,
+		urgent:   o.Urgent,
 		logger:   logger,
 		ctx:      ctx,
 		cancel:   cancel,
@@ -284,10 +299,10 @@ func (m *Monitor) MarkDown(err error) {
 	m.snap.Fails++
 	// Only the transition reschedules: a stream of passive failures on a
 	// Down server must not keep pushing its checks away.
-	if at := time.Now().Add(jitter(m.interval)); at.Before(m.next) {
+	s := m.setState(Down)
+	if at := time.Now().Add(m.delayLocked()); at.Before(m.next) {
 		m.next = at
 	}
-	s := m.setState(Down)
 	m.mu.Unlock()
 	m.poke()
 	m.report(prev, s)
@@ -340,10 +355,17 @@ func (m *Monitor) run() {
 		m.checking = true
 		m.mu.Unlock()
 
+		var served uint64
+		if m.served != nil {
+			served = m.served()
+		}
 		start := time.Now()
 		err := checker.Check(m.ctx)
 		if m.ctx.Err() != nil {
 			return
+		}
+		if err != nil && busy(err) && (m.served != nil && m.served() != served || errors.Is(err, syscall.EAGAIN)) {
+			err = &busyError{err}
 		}
 		m.record(gen, checker, err, start, time.Now())
 	}
@@ -366,10 +388,17 @@ func (m *Monitor) record(gen uint64, checker Checker, err error, start, end time
 	}
 	rise, fall := max(m.health.Rise, 1), max(m.health.Fall, 1)
 	prev := m.snap.State
+	if prev == Down && m.urgent != nil && m.urgent() {
+		rise = 1 // requests wait: the first fresh pass is evidence enough
+	}
 	m.snap.Latency = end.Sub(start)
 	m.snap.CheckedAt = end
 	next := prev
-	if err == nil {
+	var be *busyError
+	if errors.As(err, &be) {
+		// Neither a pass nor a failure: the app is there, and busy.
+		m.snap.LastError = be.Error()
+	} else if err == nil {
 		m.snap.Passes++
 		m.snap.Fails = 0
 		m.snap.LastError = ""
@@ -384,16 +413,77 @@ func (m *Monitor) record(gen uint64, checker Checker, err error, start, end time
 			next = Down
 		}
 	}
-	m.next = slotted(end.Add(jitter(m.interval)), m.interval)
 	s := m.setState(next)
+	m.next = end.Add(m.delayLocked())
+	if next != Down || m.urgent == nil || !m.urgent() {
+		m.next = slotted(m.next, m.interval)
+	}
 	m.mu.Unlock()
 	m.report(prev, s)
+}
+
+// recoverInterval is how often a down server is checked while requests
+// wait for its pool, for the first recoverFor of an outage; past that the
+// interval grows in step with the outage, up to the configured one.
+const (
+	recoverInterval = 50 * time.Millisecond
+	recoverFor      = 10 * time.Second
+)
+
+// delayLocked is the time until the next check. m.mu must be held.
+func (m *Monitor) delayLocked() time.Duration {
+	if m.snap.State != Down || m.urgent == nil || !m.urgent() {
+		return jitter(m.interval)
+	}
+	d := recoverInterval
+	if down := time.Since(m.downAt); down > recoverFor {
+		d = time.Duration(float64(recoverInterval) * float64(down) / float64(recoverFor))
+	}
+	return min(d, m.interval)
+}
+
+// Hurry moves the next check of a down server to within recoverInterval:
+// requests started waiting for its pool (Options.Urgent).
+func (m *Monitor) Hurry() {
+	m.mu.Lock()
+	if m.snap.State != Down || m.checking {
+		m.mu.Unlock()
+		return
+	}
+	if at := time.Now().Add(m.delayLocked()); at.Before(m.next) {
+		m.next = at
+	}
+	m.mu.Unlock()
+	m.poke()
+}
+
+// busyError is a check that found the app busy rather than gone: its
+// backlog full, or a timeout while it answered real requests.
+type busyError struct{ err error }
+
+func (e *busyError) Error() string {
+	if errors.Is(e.err, syscall.EAGAIN) {
+		return "listen backlog full (the app is busy; not counted as a failure)"
+	}
+	return e.err.Error() + " while the server answered requests (busy; not counted as a failure)"
+}
+
+func (e *busyError) Unwrap() error { return e.err }
+
+// busy reports whether a check's failure may be the app's load: a timeout,
+// or a connection refused for a full backlog.
+func busy(err error) bool {
+	var te *timeoutError
+	return errors.As(err, &te) || errors.Is(err, syscall.EAGAIN)
 }
 
 // setState sets the state, wakes Wait callers on a change and returns the
 // new snapshot. m.mu must be held.
 func (m *Monitor) setState(st State) Snapshot {
 	if m.snap.State != st {
+		if st == Down {
+			m.downAt = time.Now()
+		}
 		m.snap.State = st
 		m.state.Store(int32(st))
 		close(m.changed)

@@ -48,6 +48,8 @@ type Pool struct {
 	// are up, rebuilt on every state or weight change; next indexes it.
 	schedule atomic.Pointer[[]*Server]
 	next     atomic.Uint64
+
+	queue queue // requests waiting for a slot (queue.go)
 }
 
 // New returns an empty pool; add servers with SetServers.
@@ -70,27 +72,35 @@ func (p *Pool) Servers() []*Server {
 	return append([]*Server(nil), p.servers...)
 }
 
-// Pick returns the next server that is up in smooth weighted round robin
-// order, skipping exclude (a server that just failed this request), or nil
-// when no other server is up. The request counts as in flight on the server
-// from here on: the caller must end it with Server.RoundTrip or Server.Release,
-// so that a drain that starts after Pick waits for it.
+// Pick returns the next server that is up and has a slot (admission.go) in
+// smooth weighted round robin order, skipping exclude (a server that just
+// failed this request), or nil when there is none or when requests wait in
+// the pool's line: a new request queues behind them (Enqueue). The request
+// counts as in flight on the server from here on: the caller must end it
+// with Server.Exchange, Server.RoundTrip or Server.Release, so that a drain
+// that starts after Pick waits for it.
 func (p *Pool) Pick(exclude *Server) *Server {
+	if p.queue.n.Load() > 0 {
+		return nil
+	}
+	return p.PickQueued(exclude)
+}
+
+// PickQueued is Pick for a request that waited its turn in the line.
+func (p *Pool) PickQueued(exclude *Server) *Server {
 	seq := *p.schedule.Load()
 	n := uint64(len(seq))
 	if n == 1 {
 		// No order to keep: the shared counter, which every request would
 		// contend for, is left alone.
-		if s := seq[0]; s != exclude && s.State() == healthcheck.Up {
-			s.inFlight.Add(1)
+		if s := seq[0]; s != exclude && s.State() == healthcheck.Up && s.pick() {
 			return s
 		}
 		return nil
 	}
 	for range n {
 		s := seq[(p.next.Add(1)-1)%n]
-		if s != exclude && s.State() == healthcheck.Up {
-			s.inFlight.Add(1)
+		if s != exclude && s.State() == healthcheck.Up && s.pick() {
 			return s
 		}
 	}
@@ -146,7 +156,9 @@ func (p *Pool) SetServers(specs []config.Server, h config.Health, initial health
 			Initial:  initial,
 			Interval: interval,
 			Observer: s,
-			Logger:   p.logger.With("server", spec.Key()),
+			Served:   s.Served,
+			Urgent:   p.urgent,
+			Logger:   p.logger,
 		})
 		servers = append(servers, s)
 		started = append(started, s)
@@ -244,16 +256,49 @@ func DrainServers(servers []*Server, timeout time.Duration) int {
 func (p *Pool) Close() {
 	for _, s := range p.Servers() {
 		s.monitor.Close()
+		s.stopGate()
 		s.closeIdle()
 	}
 }
 
-// healthChanged is called by a server's monitor.
+// SlowStart puts every server that is up back at the start of its slow
+// start (admission.go) and wakes as many waiters as that admits: requests
+// held by a pause go out at the pace the app takes them.
+func (p *Pool) SlowStart() {
+	for _, s := range p.Servers() {
+		if s.State() == healthcheck.Up {
+			s.slowStart()
+			p.wake(startLimit)
+		}
+	}
+}
+
+// urgent reports whether requests wait for this pool: its down servers are
+// then checked every few tens of milliseconds, and one pass brings them up.
+func (p *Pool) urgent() bool { return p.queue.n.Load() > 0 }
+
+// hurryDown makes the down servers check at once (requests started waiting).
+func (p *Pool) hurryDown() {
+	for _, s := range p.Servers() {
+		if s.State() == healthcheck.Down {
+			s.monitor.Hurry()
+		}
+	}
+}
+
+// healthChanged is called by a server's monitor. A server that comes up
+// starts slow (admission.go) and lets the first waiters go.
 func (p *Pool) healthChanged(s *Server, prev healthcheck.State, snap healthcheck.Snapshot) {
 	if prev != snap.State {
+		if snap.State == healthcheck.Up {
+			s.slowStart()
+		}
 		p.mu.Lock()
 		p.rebuildLocked()
 		p.mu.Unlock()
+		if snap.State == healthcheck.Up {
+			p.wake(startLimit)
+		}
 	}
 	if p.observer != nil {
 		p.observer.HealthChanged(p, s, prev, snap)

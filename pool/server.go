@@ -71,6 +71,14 @@ type Server struct {
 
 	transport atomic.Pointer[transports]
 	inFlight  atomic.Int64
+	// Admission (admission.go): requests still waiting for their response
+	// head, the most of them the server is sent, the level past which the
+	// limit grows slowly, and the response heads it has sent.
+	pending   atomic.Int64
+	limit     atomic.Int64
+	threshold atomic.Int64
+	served    atomic.Uint64
+	overloads atomic.Uint64
 	// draining counts the drains waiting for inFlight to reach zero, so that
 	// requests take mu only while somebody waits.
 	draining atomic.Int32
@@ -80,12 +88,21 @@ type Server struct {
 	mu       sync.Mutex // guards upgraded and idle
 	upgraded map[*upgradedConn]struct{}
 	idle     chan struct{} // closed when inFlight reaches zero during a drain
+
+	gateMu           sync.Mutex // guards the admission timers and the overflow log
+	reopen, lift     *time.Timer
+	backoff          time.Duration
+	servedAtOverload uint64
+	loggedAt         time.Time
+	unlogged         int
 }
 
 func newServer(p *Pool, spec config.Server, o TransportOptions) *Server {
 	s := &Server{pool: p, spec: spec, upgraded: make(map[*upgradedConn]struct{})}
 	s.doneFn = s.done
 	s.weight.Store(int64(max(spec.Weight, 1)))
+	s.limit.Store(unlimited)
+	s.threshold.Store(unlimited)
 	s.setTransport(o)
 	return s
 }
@@ -161,14 +178,12 @@ func (s *Server) setTransport(o TransportOptions) {
 // response body is closed; an upgraded connection (101) counts until it is
 // closed, and is closed by a drain that times out.
 func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
+	served := s.served.Load()
 	resp, err := s.transport.Load().std.RoundTrip(req)
 	if err != nil {
-		s.done()
-		if IsDialError(err) {
-			s.monitor.MarkDown(err)
-		}
-		return nil, err
+		return nil, s.failed(err, served)
 	}
+	s.answered()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 			u := &upgradedConn{ReadWriteCloser: rwc, server: s}
@@ -185,7 +200,26 @@ func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // Release ends the in-flight count of a request that Pool.Pick chose this
 // server for but that is not sent after all.
-func (s *Server) Release() { s.done() }
+func (s *Server) Release() {
+	s.unanswered()
+	s.done()
+}
+
+// failed ends a request that got no response. A refused connection marks
+// the server down (passive check); a full backlog is an overload instead
+// (admission.go), which returns an *OverloadError.
+func (s *Server) failed(err error, served uint64) error {
+	s.unanswered()
+	s.done()
+	if o := s.overloadOf(err, served); o != nil {
+		s.overloaded(o)
+		return o
+	}
+	if IsDialError(err) {
+		s.monitor.MarkDown(err)
+	}
+	return err
+}
 
 // Exchange sends a request already encoded in msg (request line, headers,
 // a blank line and the body) over a kept-alive HTTP/1.1 connection, and
@@ -201,15 +235,15 @@ func (s *Server) Release() { s.done() }
 // read or closed. For any other response, Fields.Raw is nil and
 // Response.Header is as net/http parses it.
 func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) error {
+	served := s.served.Load()
 	if err := s.transport.Load().lean.exchange(req, msg, reply); err != nil {
 		reply.Response, reply.Fields = nil, Fields{} // a 1xx or 101 read before the error
-		s.done()
-		if IsDialError(err) {
-			s.monitor.MarkDown(err)
+		if err := s.failed(err, served); IsDialError(err) || IsOverload(err) {
 			return err
 		}
 		return fmt.Errorf("%s: %w", s.Key(), err)
 	}
+	s.answered()
 	reply.body.closed = s.doneFn
 	return nil
 }

@@ -47,6 +47,11 @@ const (
 	ResultAborted = "aborted"
 	// ResultForced: traffic moved without warming (--force).
 	ResultForced = "forced"
+	// ResultPaused: `turnout pause` began holding every request (From and
+	// To are the active pool; Reason is the pause's message).
+	ResultPaused = "paused"
+	// ResultResumed: the pause ended; FinishedAt is when.
+	ResultResumed = "resumed"
 )
 
 // MaxHistory is the number of history records kept; RecordSwitch deletes the
@@ -166,7 +171,7 @@ func (s *Store) RecordSwitch(rec *Record) error {
 		if rec.To == "" {
 			return fmt.Errorf("record switch: result %q needs a target pool", rec.Result)
 		}
-	case ResultAborted:
+	case ResultAborted, ResultPaused, ResultResumed:
 	default:
 		return fmt.Errorf("record switch: unknown result %q (want %s, %s or %s)",
 			rec.Result, ResultSwitched, ResultAborted, ResultForced)
@@ -187,7 +192,7 @@ func (s *Store) RecordSwitch(rec *Record) error {
 		if err := hist.Put(idKey(id), v); err != nil {
 			return err
 		}
-		if r.Result != ResultAborted {
+		if r.Result == ResultSwitched || r.Result == ResultForced {
 			if err := tx.Bucket(bucketMeta).Put(keyActive, []byte(r.To)); err != nil {
 				return err
 			}

@@ -84,6 +84,12 @@ type maintenanceBody struct {
 	Message string `json:"message"`
 }
 
+// pauseBody is the JSON body of POST /v1/pause.
+type pauseBody struct {
+	Max     string `json:"max"`
+	Message string `json:"message"`
+}
+
 // apiError is an error answer with its status and code.
 type apiError struct {
 	status int
@@ -256,12 +262,14 @@ func (s *Switcher) controlHandler(actor func(*http.Request) string) http.Handler
 		"/v1/history":     {http.MethodGet, s.serveHistory},
 		"/v1/maintenance": {http.MethodPost, s.serveMaintenance},
 		"/v1/reload":      {http.MethodPost, s.serveReload},
+		"/v1/pause":       {http.MethodPost, s.servePause},
+		"/v1/resume":      {http.MethodPost, s.serveResume},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, ok := routes[r.URL.Path]
 		if !ok {
 			writeError(w, &apiError{http.StatusNotFound, codeNotFound,
-				fmt.Sprintf("no endpoint %s: the control API has /v1/status, /v1/switch, /v1/history, /v1/maintenance and /v1/reload", r.URL.Path)})
+				fmt.Sprintf("no endpoint %s: the control API has /v1/status, /v1/switch, /v1/history, /v1/maintenance, /v1/pause, /v1/resume and /v1/reload", r.URL.Path)})
 			return
 		}
 		if r.Method != rt.method {
@@ -314,6 +322,38 @@ func (s *Switcher) serveMaintenance(w http.ResponseWriter, r *http.Request, acto
 	}
 	s.logger.Named("control").Info("maintenance mode set", "on", *body.On, "actor", actor)
 	writeJSON(w, http.StatusOK, map[string]any{"maintenance": *body.On, "message": body.Message})
+	return nil
+}
+
+func (s *Switcher) servePause(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body pauseBody
+	if err := decodeBody(w, r, &body); err != nil {
+		return err
+	}
+	max := DefaultPauseMax
+	if body.Max != "" {
+		d, err := time.ParseDuration(body.Max)
+		if err != nil || d <= 0 || d > MaxPause {
+			return badRequest("bad \"max\" %q: give a duration from 1ms to %s, such as \"30s\"", body.Max, MaxPause)
+		}
+		max = d
+	}
+	p, err := s.Pause(max, body.Message, actor)
+	if errors.Is(err, ErrPaused) {
+		return &apiError{http.StatusConflict, codeConflict, err.Error()}
+	}
+	if err != nil {
+		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"paused": p})
+	return nil
+}
+
+func (s *Switcher) serveResume(w http.ResponseWriter, r *http.Request, actor string) error {
+	held := s.held.Load()
+	// Idempotent: a script may resume whatever happened.
+	resumed := s.Resume(actor)
+	writeJSON(w, http.StatusOK, map[string]any{"resumed": resumed, "held_requests": held})
 	return nil
 }
 

@@ -30,6 +30,7 @@ const (
 	reasonBadGateway      = "bad_gateway"
 	reasonGatewayTimeout  = "gateway_timeout"
 	reasonIntercepted     = "intercepted"
+	reasonPaused          = "paused"
 )
 
 // noPool labels requests answered before any pool was chosen (maintenance mode).
@@ -118,7 +119,7 @@ func newMetrics(sw *Switcher, poolNames []string, access hclog.Logger, version s
 	maintenance := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnout_maintenance_responses_total", Help: "Maintenance pages served, by reason.",
 	}, []string{"reason"})
-	for _, r := range []string{reasonHoldTimeout, reasonHoldFull, reasonMaintenanceMode, reasonBadGateway, reasonGatewayTimeout, reasonIntercepted} {
+	for _, r := range []string{reasonHoldTimeout, reasonHoldFull, reasonMaintenanceMode, reasonBadGateway, reasonGatewayTimeout, reasonIntercepted, reasonPaused} {
 		m.maintenance[r] = maintenance.WithLabelValues(r)
 	}
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -159,6 +160,12 @@ var (
 		"1 when the server is up (receives traffic if its pool is active), else 0.", []string{"pool", "server"}, nil)
 	descUpstreamState = prometheus.NewDesc("turnout_upstream_state",
 		"1 for the server's current state (probation, up, down, draining), 0 for the others.", []string{"pool", "server", "state"}, nil)
+	descUpstreamOverloads = prometheus.NewDesc("turnout_upstream_overloads_total",
+		"Connections the server refused because its listen backlog was full (the requests waited in turnout; raise its backlog).", []string{"pool", "server"}, nil)
+	descUpstreamLimit = prometheus.NewDesc("turnout_upstream_concurrency_limit",
+		"Requests the server is sent at once while it starts slow or after its backlog overflowed; -1 when unlimited.", []string{"pool", "server"}, nil)
+	descWaiting = prometheus.NewDesc("turnout_pool_waiting_requests",
+		"Requests waiting in the pool's line for a slot on one of its servers.", []string{"pool"}, nil)
 	serverStates = []healthcheck.State{healthcheck.Probation, healthcheck.Up, healthcheck.Down, healthcheck.Draining}
 )
 
@@ -170,6 +177,9 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descActivePool
 	ch <- descUpstreamUp
 	ch <- descUpstreamState
+	ch <- descUpstreamOverloads
+	ch <- descUpstreamLimit
+	ch <- descWaiting
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -177,7 +187,10 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	active := s.Active()
 	for _, name := range s.Config().PoolNames() {
 		ch <- prometheus.MustNewConstMetric(descActivePool, prometheus.GaugeValue, boolValue(name == active), name)
+		ch <- prometheus.MustNewConstMetric(descWaiting, prometheus.GaugeValue, float64(s.pools[name].Waiting()), name)
 		for _, srv := range s.pools[name].Servers() {
+			ch <- prometheus.MustNewConstMetric(descUpstreamOverloads, prometheus.CounterValue, float64(srv.Overloads()), name, srv.Key())
+			ch <- prometheus.MustNewConstMetric(descUpstreamLimit, prometheus.GaugeValue, float64(srv.Limit()), name, srv.Key())
 			st := srv.State()
 			ch <- prometheus.MustNewConstMetric(descUpstreamUp, prometheus.GaugeValue, boolValue(st == healthcheck.Up), name, srv.Key())
 			for _, each := range serverStates {
@@ -304,6 +317,8 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 			reason = reasonHoldFull
 		case errors.Is(err, errHoldTimeout):
 			reason = reasonHoldTimeout
+		case errors.Is(err, errPaused):
+			reason = reasonPaused
 		case code == http.StatusGatewayTimeout:
 			reason = reasonGatewayTimeout
 		default:

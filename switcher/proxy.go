@@ -2,7 +2,6 @@ package switcher
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -186,6 +185,12 @@ func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, errHoldTimeout), errors.Is(err, errHoldFull):
 		s.logger.Debug("maintenance page", "reason", err, "path", r.URL.Path)
 		s.writePage(w, r, http.StatusServiceUnavailable, s.Config().Maintenance.Message)
+	case errors.Is(err, errPaused):
+		msg := s.Config().Maintenance.Message
+		if p := s.pause.Load(); p != nil && p.message != "" {
+			msg = p.message
+		}
+		s.writePage(w, r, http.StatusServiceUnavailable, msg)
 	case errors.As(err, &intercepted):
 		s.writePage(w, r, intercepted.status, "")
 	case isTimeout(err):
@@ -225,111 +230,6 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 	})
 	return resp, err
 }
-
-// deliver calls send with a server of the active pool until one answers
-// (SPEC.md 4.2). A request that could not be delivered (no live server,
-// connection refused) waits for the active pool to become live, for at most
-// hold_timeout. A request that reached a server and failed before its
-// response headers is retried once on another server when it is idempotent
-// and its body was not consumed (consumed tells).
-func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*pool.Server) error) error {
-	var (
-		failed   *pool.Server // excluded from the next pick
-		retryErr error        // the failure an idempotent retry answers, if any
-		retried  bool         // that retry was granted: there is only one
-		deadline time.Time    // set at the first failed delivery
-	)
-	holdUntil := func() time.Time {
-		if deadline.IsZero() {
-			deadline = time.Now().Add(s.settings.Load().cfg.Proxy.HoldTimeout.D())
-		}
-		return deadline
-	}
-	for {
-		active := s.active.Load()
-		srv := active.Pick(failed)
-		if srv != nil && s.active.Load() != active {
-			// A switch swapped pools between the load and the pick: the
-			// request belongs to the new pool (and the drain of the old one
-			// counted it, so nothing is lost either way).
-			srv.Release()
-			continue
-		}
-		if srv == nil {
-			if retryErr != nil {
-				// No other server to retry on: holding is for requests
-				// that were never delivered, so this one fails as it did.
-				return retryErr
-			}
-			if err := s.hold(req.Context(), holdUntil()); err != nil {
-				return err
-			}
-			failed = nil
-			continue
-		}
-		err := send(srv)
-		switch {
-		case err == nil:
-			return nil
-		case req.Context().Err() != nil:
-			return err
-		case pool.IsDialError(err) && !consumed():
-			// The server never saw the request: any method may go elsewhere.
-			failed, retryErr = srv, nil
-			if time.Now().After(holdUntil()) {
-				return errHoldTimeout
-			}
-		case !retried && pool.Idempotent(req) && !consumed() && !isTimeout(err):
-			retried = true
-			// A timeout is not retried: the app is slow, not gone, and a
-			// second try would double both its load and the client's wait.
-			retryErr, failed = err, srv
-		default:
-			return err
-		}
-	}
-}
-
-// hold waits until the active pool is live, the deadline passes or the
-// client goes away. It is woken by server state changes, not by polling.
-func (s *Switcher) hold(ctx context.Context, deadline time.Time) error {
-	if s.active.Load().Live() {
-		return nil
-	}
-	if s.held.Add(1) > int64(s.settings.Load().cfg.Proxy.HoldMax) {
-		s.held.Add(-1)
-		return errHoldFull
-	}
-	defer s.held.Add(-1)
-	defer s.observeHold(time.Now())
-	var gone <-chan struct{}
-	if fc, ok := ctx.Value(clientWatchKey{}).(*frontConn); ok {
-		// The hold may be long: notice a client that leaves meanwhile.
-		var stop func()
-		gone, stop = fc.watchClient()
-		defer stop()
-	}
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		changed := s.changed.wait()
-		if s.active.Load().Live() {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-timer.C:
-			return errHoldTimeout
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-gone:
-			return errClientGone
-		}
-	}
-}
-
-// Held returns the number of requests waiting for a live server.
-func (s *Switcher) Held() int64 { return s.held.Load() }
 
 // maxKeptBody is the largest body of an idempotent request that is kept in
 // memory so that the request can be re-sent after a server failed it.

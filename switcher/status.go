@@ -14,6 +14,7 @@ type Status struct {
 	Maintenance bool            `json:"maintenance"`
 	Message     string          `json:"maintenance_message,omitempty"`
 	Switching   *SwitchProgress `json:"switching"`
+	Paused      *PauseStatus    `json:"paused"`
 	Held        int64           `json:"held_requests"`
 	Pools       []PoolStatus    `json:"pools"`
 	Config      ConfigStatus    `json:"config"`
@@ -37,6 +38,7 @@ type PoolStatus struct {
 	Active  bool           `json:"active"`
 	Live    bool           `json:"live"`
 	Ready   bool           `json:"ready"`
+	Waiting int            `json:"waiting_requests"`
 	Servers []ServerStatus `json:"servers"`
 }
 
@@ -51,6 +53,10 @@ type ServerStatus struct {
 	LatencyMS float64   `json:"latency_ms"`
 	CheckedAt time.Time `json:"checked_at,omitzero"`
 	InFlight  int64     `json:"in_flight"`
+	// Limit is how many requests wait on the server at most while it starts
+	// slow or after its backlog overflowed; -1 when it is not limited.
+	Limit     int64  `json:"limit"`
+	Overloads uint64 `json:"overloads"`
 }
 
 // Status returns a snapshot of the pools, the switch in progress,
@@ -63,6 +69,7 @@ func (s *Switcher) Status() Status {
 		Maintenance: m.on,
 		Message:     m.message,
 		Held:        s.held.Load(),
+		Paused:      s.pauseStatus(),
 		Config:      s.configStatus(),
 		Version:     s.version,
 	}
@@ -74,7 +81,7 @@ func (s *Switcher) Status() Status {
 	}
 	for _, name := range cfg.PoolNames() {
 		p := s.pools[name]
-		ps := PoolStatus{Name: name, Active: name == st.Active, Live: p.Live(), Servers: []ServerStatus{}}
+		ps := PoolStatus{Name: name, Active: name == st.Active, Live: p.Live(), Waiting: p.Waiting(), Servers: []ServerStatus{}}
 		up := 0
 		for _, srv := range p.Servers() {
 			snap := srv.Monitor().Snapshot()
@@ -85,7 +92,7 @@ func (s *Switcher) Status() Status {
 				Address: snap.Server, Weight: srv.Weight(), State: snap.State.String(),
 				Passes: snap.Passes, Fails: snap.Fails, LastError: snap.LastError,
 				LatencyMS: float64(snap.Latency.Microseconds()) / 1000, CheckedAt: snap.CheckedAt,
-				InFlight: srv.InFlight(),
+				InFlight: srv.InFlight(), Limit: srv.Limit(), Overloads: srv.Overloads(),
 			})
 		}
 		ps.Ready = cfg.Switch.Ready.Satisfied(up, len(ps.Servers))

@@ -214,6 +214,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	s.mu.Lock()
 	s.active.Store(run.to)
 	s.changed.broadcast()
+	s.reroute.broadcast()
 	cfg = s.Config()
 	run.to.SetInterval(cfg.Pools[run.to.Name()].Health.Interval.D())
 	run.from.SetInterval(cfg.Pools[run.from.Name()].Health.StandbyInterval.D())

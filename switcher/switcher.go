@@ -44,10 +44,17 @@ type Switcher struct {
 	active   atomic.Pointer[pool.Pool]
 	pools    map[string]*pool.Pool // fixed at start: two pools
 
-	// changed wakes held requests and switch waiters: a server changed
-	// state, or the active pool changed.
+	// changed wakes switch waiters: a server changed state, or the active
+	// pool changed.
 	changed signal
-	held    atomic.Int64
+	// reroute wakes held requests to look again at where they wait: the
+	// active pool changed, or a pause expired. Slots freeing up in the
+	// active pool wake them through its line instead (hold.go).
+	reroute   signal
+	held      atomic.Int64
+	tickets   atomic.Uint64 // orders held requests, oldest first
+	pause     atomic.Pointer[pauseRun]
+	resumedAt atomic.Int64 // UnixNano of the last resume
 
 	maintenance atomic.Pointer[maintenanceMode]
 	switching   atomic.Pointer[switchRun] // the switch in progress, or nil

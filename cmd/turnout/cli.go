@@ -24,6 +24,8 @@ type CLI struct {
 	History     HistoryCmd     `cmd:"" help:"Show the switch history, newest first."`
 	Validate    ValidateCmd    `cmd:"" help:"Check a config file without touching a running daemon."`
 	Maintenance MaintenanceCmd `cmd:"" help:"Serve the maintenance page on purpose, or stop doing so."`
+	Pause       PauseCmd       `cmd:"" help:"Hold every new request (as during a restart) while you do something short; resume releases them."`
+	Resume      ResumeCmd      `cmd:"" help:"End a pause: held requests go out at the pace the app takes them."`
 	Demo        DemoCmd        `cmd:"" help:"Run two demo pools and a turnout on loopback, and show what to try."`
 	Completion  CompletionCmd  `cmd:"" help:"Print a shell completion script (bash or zsh)."`
 }
