@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/turnout/turnout/config"
@@ -358,7 +359,8 @@ func describe(ctx context.Context, timeout time.Duration, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if isTimeout(err) {
+	// A full backlog's EAGAIN says Timeout() too, but it is no timeout.
+	if isTimeout(err) && !errors.Is(err, syscall.EAGAIN) {
 		return &timeoutError{timeout}
 	}
 	var opErr *net.OpError

@@ -1,17 +1,13 @@
 package pool
 
 import (
-	"errors"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // bringUp puts s through probation to up with a passing check, as a server
@@ -115,55 +111,8 @@ func TestAWakeTheWaiterDoesNotUseGoesToTheNext(t *testing.T) {
 	}
 }
 
-// fullBacklog returns a unix socket whose listen backlog is full: the next
-// connect fails with EAGAIN, as uwsgi's does when held requests flood it.
-// Accepting one connection makes room.
-func fullBacklog(t *testing.T) (path string, accept func()) {
-	t.Helper()
-	path = filepath.Join(t.TempDir(), "app.sock")
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 1); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.FileListener(os.NewFile(uintptr(fd), path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	syscall.Close(fd)
-	t.Cleanup(func() { ln.Close() })
-	var queued []net.Conn
-	t.Cleanup(func() {
-		for _, c := range queued {
-			c.Close()
-		}
-	})
-	for range 16 {
-		c, err := net.Dial("unix", path)
-		if errors.Is(err, syscall.EAGAIN) {
-			return path, func() {
-				c, err := ln.Accept()
-				if err == nil {
-					c.Close()
-				}
-			}
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		queued = append(queued, c)
-	}
-	t.Fatal("the backlog of 1 took 16 connections")
-	return "", nil
-}
-
 func TestAFullBacklogIsAnOverloadNotADeadServer(t *testing.T) {
-	path, accept := fullBacklog(t)
+	path, accept := testsock.FullBacklog(t)
 	p := newTestPool(t, config.Server{Network: "unix", Address: path, Weight: 1})
 	s := p.Pick(nil)
 	req, _ := http.NewRequest(http.MethodPost, "http://upstream/", nil)

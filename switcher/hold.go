@@ -89,7 +89,8 @@ type holding struct {
 	waiter   *pool.Waiter
 	deadline time.Time
 	start    time.Time
-	counted  bool // it counts in s.held
+	waited   bool      // wait was called: the watch and the timer are set
+	released time.Time // when the last wait ended
 	gone     <-chan struct{}
 	stop     func() // ends the client watch
 	timer    *time.Timer
@@ -116,12 +117,13 @@ func (s *Switcher) startHolding(ctx context.Context) *holding {
 // polling. exclude is skipped on the first try.
 func (h *holding) wait(exclude *pool.Server) (*pool.Server, error) {
 	s := h.s
-	if !h.counted {
-		if s.held.Add(1) > int64(s.settings.Load().cfg.Proxy.HoldMax) {
-			s.held.Add(-1)
-			return nil, errHoldFull
-		}
-		h.counted = true
+	if s.held.Add(1) > int64(s.settings.Load().cfg.Proxy.HoldMax) {
+		s.held.Add(-1)
+		return nil, errHoldFull
+	}
+	defer h.waitEnded()
+	if !h.waited {
+		h.waited = true
 		if fc, ok := h.ctx.Value(clientWatchKey{}).(*frontConn); ok {
 			// The hold may be long: notice a client that leaves meanwhile.
 			h.gone, h.stop = fc.watchClient()
@@ -179,13 +181,18 @@ func (h *holding) wait(exclude *pool.Server) (*pool.Server, error) {
 	}
 }
 
+// waitEnded ends one wait in line.
+func (h *holding) waitEnded() {
+	h.s.held.Add(-1)
+	h.released = time.Now()
+}
+
 // end releases what the hold took; on a nil holding it does nothing.
 func (h *holding) end() {
-	if h == nil || !h.counted {
+	if h == nil || !h.waited {
 		return
 	}
-	h.s.held.Add(-1)
-	h.s.observeHold(h.start)
+	h.s.observeHold(h.released.Sub(h.start))
 	h.timer.Stop()
 	if h.stop != nil {
 		h.stop()

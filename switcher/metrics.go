@@ -290,9 +290,9 @@ func (s *Switcher) observeReload(ok bool) {
 	}
 }
 
-// observeHold records the time a request spent held, from start until now.
-func (s *Switcher) observeHold(start time.Time) {
-	s.metrics().holdSeconds.Observe(time.Since(start).Seconds())
+// observeHold records the time a request spent held.
+func (s *Switcher) observeHold(d time.Duration) {
+	s.metrics().holdSeconds.Observe(d.Seconds())
 }
 
 // observeProxyError wraps the proxy's error handler to count the

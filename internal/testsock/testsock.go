@@ -1,0 +1,61 @@
+// Package testsock makes real sockets in awkward states for tests: a unix
+// socket whose listen backlog is full, as an app server's is when requests
+// released all at once overflow it. Only tests import it.
+package testsock
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// FullBacklog returns the path of a unix socket with a listen backlog of 1
+// that is full: the next connect fails with EAGAIN, as uwsgi's (backlog
+// 100) or gunicorn's (64) does under a flood. Each call of accept takes one
+// queued connection, which makes room for one more.
+func FullBacklog(t testing.TB) (path string, accept func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "app.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var queued []net.Conn
+	t.Cleanup(func() {
+		for _, c := range queued {
+			c.Close()
+		}
+	})
+	for range 16 {
+		c, err := net.Dial("unix", path)
+		if errors.Is(err, syscall.EAGAIN) {
+			return path, func() {
+				if c, err := ln.Accept(); err == nil {
+					c.Close()
+				}
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, c)
+	}
+	t.Fatal("a unix socket with a backlog of 1 took 16 connections")
+	return "", nil
+}
