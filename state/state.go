@@ -9,8 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"runtime/debug"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -74,28 +79,158 @@ type maintenanceValue struct {
 
 // Store is an open state file. It owns every bbolt transaction on the file
 // and is safe for concurrent use. Every write is fsynced before it returns.
+//
+// Each transaction first checks that the file is still the one opened and
+// no shorter than bbolt's data, and runs where a fault on the mapping or a
+// panic in bbolt becomes an error. The first such damage breaks the store:
+// it is logged at Error once, and from then on every method returns an
+// error wrapping ErrDamaged without touching bbolt again (whose locks a
+// panic may have left held), so callers get an answer instead of a hang.
 type Store struct {
 	db   *bolt.DB
+	file *os.File // bbolt's handle: fstat for checks, and the lock to release when broken
 	path string
 	// maxHistory is MaxHistory; a field so tests can trim with a few records.
 	maxHistory uint64
+	logger     hclog.Logger
+
+	breakOnce sync.Once
+	broken    chan struct{} // closed when the file is found damaged
+	brokenErr error         // set before broken is closed
+}
+
+func newStore(db *bolt.DB, file *os.File, path string, logger hclog.Logger) *Store {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Store{db: db, file: file, path: path, maxHistory: MaxHistory, logger: logger, broken: make(chan struct{})}
 }
 
 // Path returns the path the store was opened with.
 func (s *Store) Path() string { return s.path }
 
-// Close releases the file and its lock. The Store must not be used afterwards.
+// Close releases the file and its lock. The Store must not be used
+// afterwards. A broken store releases only the file: bbolt's own close
+// could wait for ever on a lock a panic left held.
 func (s *Store) Close() error {
+	select {
+	case <-s.broken:
+		return s.file.Close()
+	default:
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close state file %s: %w", s.path, err)
 	}
 	return nil
 }
 
+func (s *Store) view(fn func(*bolt.Tx) error) error   { return s.run(false, fn) }
+func (s *Store) update(fn func(*bolt.Tx) error) error { return s.run(true, fn) }
+
+// run runs fn in a bbolt transaction on its own goroutine, so that a
+// transaction stuck behind a lock that a faulting one left held still
+// returns once the store is broken.
+func (s *Store) run(write bool, fn func(*bolt.Tx) error) error {
+	select {
+	case <-s.broken:
+		return s.brokenErr
+	default:
+	}
+	done := make(chan error, 1)
+	go func() {
+		// A truncated file faults (SIGBUS) on the mapping; make it a panic.
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if r := recover(); r != nil {
+				done <- s.breakDown(fmt.Errorf("%w: bbolt failed reading it: %v", errCorrupt, r))
+			}
+		}()
+		err := s.checkFile()
+		if err == nil {
+			op := s.db.View
+			if write {
+				op = s.db.Update
+			}
+			err = op(func(tx *bolt.Tx) error {
+				if err := s.checkSize(tx); err != nil {
+					return err
+				}
+				return fn(tx)
+			})
+		}
+		if errors.Is(err, errCorrupt) {
+			err = s.breakDown(err)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-s.broken:
+		return s.brokenErr
+	}
+}
+
+// checkFile reports, as errCorrupt, a path that no longer names the open
+// file: writes would go to a file nobody reads again.
+func (s *Store) checkFile() error {
+	open, err := s.file.Stat()
+	if err != nil {
+		return fmt.Errorf("stat state file %s: %w", s.path, err)
+	}
+	now, err := os.Stat(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: the file was removed", errCorrupt)
+	case err != nil:
+		return fmt.Errorf("stat state file %s: %w", s.path, err)
+	case !os.SameFile(open, now):
+		return fmt.Errorf("%w: the file was replaced by another one", errCorrupt)
+	}
+	return nil
+}
+
+// checkSize reports, as errCorrupt, a file shorter than the data bbolt has
+// mapped: reading the missing pages would fault.
+func (s *Store) checkSize(tx *bolt.Tx) error {
+	fi, err := s.file.Stat()
+	if err != nil {
+		return fmt.Errorf("stat state file %s: %w", s.path, err)
+	}
+	if fi.Size() < tx.Size() {
+		return fmt.Errorf("%w: the file was truncated to %d bytes, its data needs %d", errCorrupt, fi.Size(), tx.Size())
+	}
+	return nil
+}
+
+// breakDown marks the store broken by damage (logged once, at Error) and
+// returns the error every later call returns.
+func (s *Store) breakDown(damage error) error {
+	s.breakOnce.Do(func() {
+		s.brokenErr = fmt.Errorf("state file %s was damaged while turnout ran (%v): traffic stays on the pool that serves now, "+
+			"but switches, maintenance changes and the history fail until turnout restarts; "+
+			"on restart it moves the damaged file aside and starts on the pool named in %s: %w",
+			s.path, damage, ActiveFile(s.path), ErrDamaged)
+		s.logger.Error("state file damaged while running: switches, maintenance changes and the history are unavailable until a restart",
+			"path", s.path, "error", damage)
+		close(s.broken)
+	})
+	return s.brokenErr
+}
+
+// recordActive updates the active-pool file after a committed change of the
+// active pool. A failure is logged, not returned: the change is durable in
+// the state file, which wins at the next start.
+func (s *Store) recordActive(pool string) {
+	if err := writeActiveFile(s.path, pool); err != nil {
+		s.logger.Error("cannot update the second record of the active pool; it names an older pool until the next switch", "pool", pool, "error", err)
+	}
+}
+
 // Active returns the persisted active pool, or "" when none was ever set.
 func (s *Store) Active() (string, error) {
 	var pool string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			pool = string(meta.Get(keyActive))
 		}
@@ -113,12 +248,13 @@ func (s *Store) SetActive(pool string) error {
 	if pool == "" {
 		return fmt.Errorf("set active pool in state file %s: pool name is empty", s.path)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyActive, []byte(pool))
 	})
 	if err != nil {
 		return fmt.Errorf("write active pool %q to state file %s: %w", pool, s.path, err)
 	}
+	s.recordActive(pool)
 	return nil
 }
 
@@ -126,13 +262,15 @@ func (s *Store) SetActive(pool string) error {
 // (off and "" when never set).
 func (s *Store) Maintenance() (on bool, message string, err error) {
 	var m maintenanceValue
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return nil
 		}
 		if v := meta.Get(keyMaintenance); v != nil {
-			return json.Unmarshal(v, &m)
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("%w: maintenance flag: %v", errCorrupt, err)
+			}
 		}
 		return nil
 	})
@@ -148,7 +286,7 @@ func (s *Store) SetMaintenance(on bool, message string) error {
 	if err != nil {
 		return fmt.Errorf("encode maintenance flag: %w", err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyMaintenance, v)
 	})
 	if err != nil {
@@ -177,7 +315,7 @@ func (s *Store) RecordSwitch(rec *Record) error {
 			rec.Result, ResultSwitched, ResultAborted, ResultForced)
 	}
 	var id uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		var err error
 		if id, err = hist.NextSequence(); err != nil {
@@ -203,6 +341,9 @@ func (s *Store) RecordSwitch(rec *Record) error {
 		return fmt.Errorf("record switch to %q in state file %s: %w", rec.To, s.path, err)
 	}
 	rec.ID = id
+	if rec.Result != ResultAborted {
+		s.recordActive(rec.To)
+	}
 	return nil
 }
 
@@ -227,7 +368,7 @@ func (s *Store) trim(hist *bolt.Bucket, newest uint64) error {
 
 // Finish sets the FinishedAt time of record id, once its drain is over.
 func (s *Store) Finish(id uint64, at time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		v := hist.Get(idKey(id))
 		if v == nil {
@@ -235,7 +376,7 @@ func (s *Store) Finish(id uint64, at time.Time) error {
 		}
 		var r Record
 		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("decode record: %w", err)
+			return fmt.Errorf("%w: decode record %d: %v", errCorrupt, id, err)
 		}
 		r.FinishedAt = at
 		v, err := json.Marshal(&r)
@@ -254,7 +395,7 @@ func (s *Store) Finish(id uint64, at time.Time) error {
 // Servers is never nil, so the JSON form always has a list.
 func (s *Store) History(limit int) ([]Record, error) {
 	var out []Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		if hist == nil {
 			return nil
@@ -263,7 +404,7 @@ func (s *Store) History(limit int) ([]Record, error) {
 		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode record %x: %w", k, err)
+				return fmt.Errorf("%w: decode record %x: %v", errCorrupt, k, err)
 			}
 			if r.Servers == nil {
 				r.Servers = []ServerOutcome{}

@@ -322,7 +322,7 @@ func TestSecondOpenIsLocked(t *testing.T) {
 	}
 
 	// A locked file is never mistaken for a corrupt one.
-	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 0 {
+	if m, _ := filepath.Glob(path + ".damaged-*"); len(m) != 0 {
 		t.Errorf("locked file was moved aside: %v", m)
 	}
 	if active, err := s.Active(); err != nil || active != "A" {
@@ -335,6 +335,23 @@ var corruptFiles = []struct {
 	name  string
 	write func(t *testing.T, path string)
 }{
+	{"empty", func(t *testing.T, path string) {
+		writeFile(t, path, nil)
+	}},
+	{"4096 zero bytes", func(t *testing.T, path string) {
+		writeFile(t, path, make([]byte, 4096))
+	}},
+	{"4096 random bytes", func(t *testing.T, path string) {
+		writeFile(t, path, randomBytes(t, 4096))
+	}},
+	{"zeros over a whole file", func(t *testing.T, path string) {
+		writeValid(t, path)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, path, make([]byte, fi.Size()))
+	}},
 	{"random bytes", func(t *testing.T, path string) {
 		writeFile(t, path, randomBytes(t, 64<<10))
 	}},
@@ -426,11 +443,15 @@ var corruptFiles = []struct {
 	}},
 }
 
+// TestCorruptFileIsMovedAside: each kind of damage is moved aside as
+// state.db.damaged-<time>, logged at Error with both names, and the store
+// starts with an empty history on the pool the active-pool file names.
 func TestCorruptFileIsMovedAside(t *testing.T) {
 	for _, tt := range corruptFiles {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
 			tt.write(t, path)
+			writeFile(t, ActiveFile(path), []byte("B\n")) // the pool that served last
 			original, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -440,27 +461,27 @@ func TestCorruptFileIsMovedAside(t *testing.T) {
 			logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Warn})
 			s, err := Open(path, time.Second, logger)
 			if err != nil {
-				t.Fatalf("Open of a corrupt file: %v", err)
+				t.Fatalf("Open of a damaged file: %v", err)
 			}
 			defer s.Close()
 
-			if active, err := s.Active(); err != nil || active != "" {
-				t.Errorf("Active() = %q, %v; want empty", active, err)
+			if active, err := s.Active(); err != nil || active != "B" {
+				t.Errorf("Active() = %q, %v; want B, from the active-pool file", active, err)
 			}
 			if h, err := s.History(0); err != nil || len(h) != 0 {
 				t.Errorf("History(0) = %v, %v; want empty", h, err)
 			}
-			rec := sampleRecord("A", "B", ResultSwitched)
+			rec := sampleRecord("B", "A", ResultSwitched)
 			if err := s.RecordSwitch(rec); err != nil || rec.ID != 1 {
 				t.Errorf("RecordSwitch on the fresh file: ID %d, %v", rec.ID, err)
 			}
 
-			aside, _ := filepath.Glob(path + ".corrupt-*")
+			aside, _ := filepath.Glob(path + ".damaged-*")
 			if len(aside) != 1 {
 				t.Fatalf("files moved aside: %v, want one", aside)
 			}
-			if !strings.HasPrefix(filepath.Base(aside[0]), "state.db.corrupt-") ||
-				len(filepath.Base(aside[0])) != len("state.db.corrupt-20060102T150405Z") {
+			if !strings.HasPrefix(filepath.Base(aside[0]), "state.db.damaged-") ||
+				len(filepath.Base(aside[0])) != len("state.db.damaged-20060102T150405Z") {
 				t.Errorf("moved-aside name %s does not end in a UTC time", aside[0])
 			}
 			moved, err := os.ReadFile(aside[0])
@@ -468,11 +489,220 @@ func TestCorruptFileIsMovedAside(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(moved, original) {
-				t.Error("moved-aside file differs from the corrupt file")
+				t.Error("moved-aside file differs from the damaged file")
 			}
 			log := logs.String()
-			if !strings.Contains(log, "[WARN]") || !strings.Contains(log, path) || !strings.Contains(log, aside[0]) {
-				t.Errorf("log does not warn with both names:\n%s", log)
+			if !strings.Contains(log, "[ERROR]") || !strings.Contains(log, path) || !strings.Contains(log, aside[0]) {
+				t.Errorf("log has no error naming both files:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestDamagedFileWithoutActiveRecordRefuses: with the active-pool file
+// missing or garbled too, Open refuses, says what to write where, and
+// leaves the damaged file untouched.
+func TestDamagedFileWithoutActiveRecordRefuses(t *testing.T) {
+	for _, record := range []string{"", "\x00\x00garbage pool name!"} {
+		for _, tt := range corruptFiles {
+			t.Run(fmt.Sprintf("%s, record %q", tt.name, record), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "state.db")
+				tt.write(t, path)
+				os.Remove(ActiveFile(path))
+				if record != "" {
+					writeFile(t, ActiveFile(path), []byte(record))
+				}
+				original, _ := os.ReadFile(path)
+				s, err := Open(path, time.Second, nil)
+				if err == nil {
+					s.Close()
+					t.Fatal("Open succeeded, want a refusal")
+				}
+				for _, want := range []string{path, "damaged", "echo B > " + ActiveFile(path), "initial pool"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error does not contain %q:\n%v", want, err)
+					}
+				}
+				if now, _ := os.ReadFile(path); !bytes.Equal(now, original) {
+					t.Error("the damaged file changed")
+				}
+				if m, _ := filepath.Glob(path + ".damaged-*"); len(m) != 0 {
+					t.Errorf("moved aside although Open refused: %v", m)
+				}
+			})
+		}
+	}
+}
+
+// TestActiveFileFollowsEveryChange: every change of the active pool is
+// written to the active-pool file; an aborted switch leaves it.
+func TestActiveFileFollowsEveryChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openTest(t, path)
+	defer s.Close()
+	read := func() string {
+		data, err := os.ReadFile(ActiveFile(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	if err := s.SetActive("A"); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "A\n" {
+		t.Errorf("after SetActive(A): %q", got)
+	}
+	for _, step := range []struct{ to, result, want string }{
+		{"B", ResultSwitched, "B\n"},
+		{"A", ResultAborted, "B\n"},
+		{"A", ResultForced, "A\n"},
+	} {
+		if err := s.RecordSwitch(sampleRecord("x", step.to, step.result)); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(); got != step.want {
+			t.Errorf("after a %s switch to %s: %q, want %q", step.result, step.to, got, step.want)
+		}
+	}
+	if fi, err := os.Stat(ActiveFile(path)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("active-pool file mode: %v, %v; want 0600", fi.Mode(), err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*tmp*")); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
+	}
+}
+
+// TestActiveFileRewrittenFromStateFile: a readable state file wins over an
+// active-pool file that disagrees, is garbled, or is missing.
+func TestActiveFileRewrittenFromStateFile(t *testing.T) {
+	for _, record := range []string{"B\n", "garbage!!\n", ""} {
+		path := filepath.Join(t.TempDir(), "state.db")
+		s := openTest(t, path)
+		if err := s.SetActive("A"); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		os.Remove(ActiveFile(path))
+		if record != "" {
+			writeFile(t, ActiveFile(path), []byte(record))
+		}
+		s = openTest(t, path)
+		if active, err := s.Active(); err != nil || active != "A" {
+			t.Errorf("record %q: Active() = %q, %v; want A", record, active, err)
+		}
+		s.Close()
+		if data, _ := os.ReadFile(ActiveFile(path)); string(data) != "A\n" {
+			t.Errorf("record %q: active-pool file now %q, want A", record, data)
+		}
+	}
+}
+
+// TestMissingStateFileStartsOnRecordedPool: a state file removed with its
+// active-pool file left starts on that pool, with an empty history.
+func TestMissingStateFileStartsOnRecordedPool(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	writeFile(t, ActiveFile(path), []byte("B\n"))
+	s := openTest(t, path)
+	defer s.Close()
+	if active, err := s.Active(); err != nil || active != "B" {
+		t.Errorf("Active() = %q, %v; want B", active, err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 2 {
+		t.Errorf("directory holds %v, want the state file and its active-pool file only", entries)
+	}
+}
+
+// TestDamageWhileOpen: a state file truncated, overwritten, replaced or
+// removed under an open Store never crashes or hangs it: every call
+// returns an error wrapping ErrDamaged, one Error line is logged, and
+// Close returns.
+func TestDamageWhileOpen(t *testing.T) {
+	damages := []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"truncated to 0", func(t *testing.T, path string) { truncate(t, path, 0) }},
+		{"truncated to 5000 bytes", func(t *testing.T, path string) { truncate(t, path, 5000) }},
+		{"overwritten with garbage", func(t *testing.T, path string) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, path, randomBytes(t, int(fi.Size())))
+		}},
+		{"garbage over the meta pages", func(t *testing.T, path string) {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteAt(randomBytes(t, 2*os.Getpagesize()), 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"replaced", func(t *testing.T, path string) {
+			writeFile(t, path+".x", randomBytes(t, 8192))
+			if err := os.Rename(path+".x", path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"removed", func(t *testing.T, path string) { os.Remove(path) }},
+	}
+	for _, tt := range damages {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			var logs bytes.Buffer
+			logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
+			s, err := Open(path, time.Second, logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 50 {
+				if err := s.RecordSwitch(sampleRecord("A", "B", ResultSwitched)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tt.damage(t, path)
+
+			calls := []struct {
+				name string
+				call func() error
+			}{
+				{"History", func() error { _, err := s.History(0); return err }},
+				{"Active", func() error { _, err := s.Active(); return err }},
+				{"RecordSwitch", func() error { return s.RecordSwitch(sampleRecord("B", "A", ResultSwitched)) }},
+				{"SetMaintenance", func() error { return s.SetMaintenance(true, "x") }},
+				{"Maintenance", func() error { _, _, err := s.Maintenance(); return err }},
+				{"Finish", func() error { return s.Finish(1, time.Now()) }},
+			}
+			for _, c := range calls {
+				done := make(chan error, 1)
+				go func() { done <- c.call() }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), ActiveFile(path)) {
+						t.Errorf("%s after the damage: %v, want an error wrapping ErrDamaged that names %s", c.name, err, ActiveFile(path))
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s after the damage: no answer within 10s", c.name)
+				}
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- s.Close() }()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Errorf("Close after the damage: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close after the damage: no answer within 10s")
+			}
+			if n := strings.Count(logs.String(), "[ERROR]"); n != 1 {
+				t.Errorf("log has %d errors, want 1:\n%s", n, logs.String())
+			}
+			if data, _ := os.ReadFile(ActiveFile(path)); string(data) != "B\n" {
+				t.Errorf("active-pool file %q, want B (the last committed switch)", data)
 			}
 		})
 	}
@@ -485,7 +715,7 @@ func TestOpenReadOnlyLeavesCorruptFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("OpenReadOnly of a corrupt file = %v, want an error naming %s", err, path)
 	}
-	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 0 {
+	if m, _ := filepath.Glob(path + ".damaged-*"); len(m) != 0 {
 		t.Errorf("read-only open moved the file aside: %v", m)
 	}
 }
@@ -505,6 +735,7 @@ func TestMoveAsideKeepsEarlierCopies(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	for range 3 {
 		writeFile(t, path, randomBytes(t, 8<<10))
+		writeFile(t, ActiveFile(path), []byte("A\n"))
 		s := openTest(t, path)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
@@ -513,7 +744,7 @@ func TestMoveAsideKeepsEarlierCopies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 3 {
+	if m, _ := filepath.Glob(path + ".damaged-*"); len(m) != 3 {
 		t.Errorf("moved-aside files: %v, want 3", m)
 	}
 }
