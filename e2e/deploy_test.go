@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,13 +85,13 @@ func TestDeployExample(t *testing.T) {
 	}
 	waitPoolUp(t, d.Control, "A")
 
-	deploy := func(version, app, timeout string) deployRun {
+	deployWith := func(turnoutCmd, version, app, timeout string) deployRun {
 		t.Helper()
 		cmd := exec.Command("bash", filepath.Join("..", "scripts", "deploy-example.sh"))
 		cmd.Env = append(os.Environ(), raceExitEnv(),
 			"APP_CMD="+app, "VERSION="+version,
 			"PORTS_A="+strings.Join(portsA, " "), "PORTS_B="+strings.Join(portsB, " "),
-			"RUN_DIR="+runDir, "TURNOUT="+turnoutBin+" --control "+c.Control, "TIMEOUT="+timeout)
+			"RUN_DIR="+runDir, "TURNOUT="+turnoutCmd, "TIMEOUT="+timeout)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
@@ -105,6 +106,10 @@ func TestDeployExample(t *testing.T) {
 		}
 		t.Logf("deploy %s: exit %d\n%s", version, r.code, r.output)
 		return r
+	}
+	deploy := func(version, app, timeout string) deployRun {
+		t.Helper()
+		return deployWith(turnoutBin+" --control "+c.Control, version, app, timeout)
 	}
 
 	// A good deploy: v2 on B, traffic moves, v1 is stopped.
@@ -153,5 +158,26 @@ func TestDeployExample(t *testing.T) {
 	if len(recs) != 2 || recs[0].Result != "aborted" || recs[0].To != "A" || recs[0].Reason != "deploy v3" ||
 		recs[1].Result != "switched" || recs[1].To != "B" || recs[1].Reason != "deploy v2" {
 		t.Errorf("history: want the aborted v3 deploy then the switched v2 deploy, got %+v", recs)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// A switch that took traffic but exits 1 (a turnout wrapper that lies):
+	// the script rolls back, yet never stops the pool that serves.
+	liar := filepath.Join(t.TempDir(), "turnout-liar")
+	script := fmt.Sprintf("#!/bin/bash\n'%s' --control '%s' \"$@\"; rc=$?\n[ \"$1\" = switch ] && exit 1\nexit $rc\n", turnoutBin, c.Control)
+	if err := os.WriteFile(liar, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = deployWith(liar, "v4", appCmd, "20s")
+	if r.code != 5 || !strings.Contains(r.output, "pool A serves traffic") {
+		t.Errorf("deploy whose switch exit code lies: exit %d, want 5 with pool A left running", r.code)
+	}
+	if st := fetchStatus(t, d.Control); st.Active != "A" {
+		t.Errorf("after the v4 deploy %s is active, want A", st.Active)
+	}
+	if status, backend, _, err := proxyGet(d.URL + "/"); err != nil || status != http.StatusOK || backend != "v4" {
+		t.Errorf("after the v4 deploy: %d from %q (%v), want 200 from v4 (pool A still running)", status, backend, err)
 	}
 }

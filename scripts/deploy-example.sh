@@ -16,7 +16,12 @@
 #
 # Exit codes: 0 deployed; 1 the new version never became healthy (rolled back, the
 # old version keeps serving); 4 someone else switched meanwhile (rolled back);
-# anything else: turnout could not be asked (nothing was switched).
+# 5 a pool was left running because turnout says it serves, or could not say which
+# pool serves (check `turnout status` and stop it by hand once idle); anything else:
+# turnout could not be asked (nothing was switched).
+#
+# Whatever an exit code says, a pool is stopped only after `turnout status` names
+# another pool as active: the pool that serves is never stopped.
 set -euo pipefail
 
 : "${APP_CMD:?set APP_CMD to the command that runs one app server on \$PORT}"
@@ -41,8 +46,25 @@ start_pool() {
   done
 }
 
-# stop_pool POOL: stop POOL's app servers gracefully (SIGTERM), wait for them.
+# serving_pool: the active pool according to `turnout status --json`; empty when
+# turnout cannot be asked.
+serving_pool() {
+  $TURNOUT status --json 2>/dev/null | tr -d '\n' | sed -n 's/^[^"]*{[^{]*"active": *"\([^"]*\)".*/\1/p'
+}
+
+# stop_pool POOL: stop POOL's app servers gracefully (SIGTERM), wait for them;
+# refuses (status 5) when turnout says POOL serves, or cannot say which pool does.
 stop_pool() {
+  local serving
+  serving=$(serving_pool) || true
+  if [ -z "$serving" ]; then
+    log "cannot ask turnout which pool serves: leaving pool $1 running"
+    return 5
+  fi
+  if [ "$serving" = "$1" ]; then
+    log "pool $1 serves traffic (turnout status): leaving it running"
+    return 5
+  fi
   for port in $(ports_of "$1"); do
     local pidfile="$RUN_DIR/$1-$port.pid"
     [ -f "$pidfile" ] || continue

@@ -39,8 +39,13 @@ type SwitchRequest struct {
 // Event is one step of a switch, streamed to the caller.
 type Event struct {
 	// Type is "accepted", "progress", "ready", "switched", "drained" or "aborted".
-	Type    string           `json:"type"`
-	Time    time.Time        `json:"time"`
+	Type string `json:"type"`
+	// Time is when the step happened; for "accepted", the switch's
+	// requested_at, which its history record repeats.
+	Time time.Time `json:"time"`
+	// ID is the history record's id, from "switched" on: the switch is
+	// persisted then, and a caller that loses the daemon can look it up.
+	ID      uint64           `json:"id,omitempty"`
 	From    string           `json:"from,omitempty"`
 	To      string           `json:"to,omitempty"`
 	Message string           `json:"message,omitempty"`
@@ -163,7 +168,10 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		s.mu.Unlock()
 	}()
 	emit := func(e Event) {
-		e.Time, e.From, e.To = time.Now().UTC(), run.from.Name(), run.to.Name()
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		e.From, e.To = run.from.Name(), run.to.Name()
 		if events != nil {
 			events(e)
 		}
@@ -171,7 +179,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	cfg := s.Config()
 	log := s.logger.Named("switch").With("from", run.from.Name(), "to", run.to.Name(), "actor", run.req.Actor)
 	log.Info("switch requested", "reason", run.req.Reason, "force", run.req.Force, "timeout", run.deadline.Sub(run.requestedAt))
-	emit(Event{Type: "accepted"})
+	emit(Event{Type: "accepted", Time: run.requestedAt})
 
 	rec := &state.Record{
 		From: run.from.Name(), To: run.to.Name(), Reason: run.req.Reason, Actor: run.req.Actor,
@@ -220,7 +228,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	run.from.SetInterval(cfg.Pools[run.from.Name()].Health.StandbyInterval.D())
 	s.mu.Unlock()
 	log.Info("switched", "warm", time.Duration(rec.WarmMS)*time.Millisecond, "id", rec.ID)
-	emit(Event{Type: "switched"})
+	emit(Event{Type: "switched", ID: rec.ID})
 	s.observeSwitch(rec)
 
 	left := run.from.Drain(cfg.Proxy.DrainTimeout.D())
@@ -233,7 +241,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		msg = fmt.Sprintf("drain_timeout reached with %d requests still in flight", left)
 	}
 	log.Info("old pool drained", "left", left)
-	emit(Event{Type: "drained", Message: msg})
+	emit(Event{Type: "drained", ID: rec.ID, Message: msg})
 	return rec, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,6 +75,7 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var lost lostSwitch
 	for sc.Scan() {
 		var l switchLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
@@ -81,6 +83,12 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 		}
 		if l.Type == "result" {
 			return verdict(os.Stdout, c.Pool, l)
+		}
+		switch {
+		case l.Type == "accepted":
+			lost.accepted = l.Event
+		case l.ID != 0:
+			lost.id = l.ID
 		}
 		view.event(l.Event)
 	}
@@ -91,7 +99,106 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 	if err == nil {
 		err = io.ErrUnexpectedEOF
 	}
-	return exitWith(exitFailed, "the daemon at %s ended the stream without a verdict (%v): check `turnout status` and `turnout history`", client.addr, err)
+	if lost.accepted.Type == "" {
+		// Nothing is persisted before the accepted line is sent.
+		return exitWith(exitFailed, "the daemon at %s ended the stream before it accepted the switch (%v): nothing was switched; check `turnout status`", client.addr, err)
+	}
+	reconnect := c.Timeout
+	if reconnect <= 0 {
+		reconnect = defaultReconnect
+	}
+	fmt.Fprintf(os.Stderr, "lost the daemon at %s during the switch (%v); reconnecting for up to %s to read the outcome from the history\n",
+		client.addr, unwrapURLError(err), reconnect)
+	return lost.outcome(ctx, client, time.Now().Add(reconnect))
+}
+
+// defaultReconnect is how long `turnout switch` waits for a daemon it lost
+// during a switch to come back, when --timeout is not given: the default
+// switch.timeout.
+const defaultReconnect = 60 * time.Second
+
+// lostSwitch is what the CLI knows of a switch whose stream broke before
+// the verdict (the daemon was killed, or the connection dropped): the
+// accepted event (its time is the record's requested_at) and, once the
+// daemon persisted the switch, the record's id.
+type lostSwitch struct {
+	accepted switcher.Event
+	id       uint64
+}
+
+// outcome reconnects until deadline and reads the switch's outcome: its
+// history record when there is one; none while the daemon no longer runs it
+// means the daemon stopped before persisting, so the old pool kept traffic.
+func (l lostSwitch) outcome(ctx context.Context, client *controlClient, deadline time.Time) error {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		known, err := l.lookup(ctx, client)
+		if known {
+			return err
+		}
+		last = err
+		if time.Now().After(deadline) {
+			return exitWith(exitUnreachable, "the outcome of the switch to %s is unknown: the daemon at %s did not answer again in time (%v); "+
+				"check `turnout status` and `turnout history` before you stop any pool", l.accepted.To, client.addr, unwrapURLError(last))
+		}
+		select {
+		case <-ctx.Done():
+			return exitWith(exitFailed, "interrupted while waiting for the daemon: check `turnout status` and `turnout history` before you stop any pool")
+		case <-tick.C:
+		}
+	}
+}
+
+// errStillRunning: the daemon still runs the switch; ask again.
+var errStillRunning = errors.New("the switch is still running")
+
+// lookup asks the daemon once. Once the outcome is known it prints it and
+// returns known with the verdict's error (nil: the new pool took traffic);
+// otherwise err says why to try again.
+func (l lostSwitch) lookup(ctx context.Context, client *controlClient) (known bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// Status first: a switch no longer running has its record written.
+	var st switcher.Status
+	if err := client.getJSON(ctx, "/v1/status", &st); err != nil {
+		return false, err
+	}
+	if sw := st.Switching; l.id == 0 && sw != nil && sw.RequestedAt.Equal(l.accepted.Time) {
+		return false, errStillRunning
+	}
+	var recs []state.Record
+	if err := client.getJSON(ctx, "/v1/history?limit=100", &recs); err != nil {
+		return false, err
+	}
+	for _, r := range recs {
+		if r.To == l.accepted.To && r.RequestedAt.Equal(l.accepted.Time) && (l.id == 0 || r.ID == l.id) {
+			return true, historyVerdict(os.Stdout, r)
+		}
+	}
+	if l.id != 0 {
+		// Persisted, yet gone from the history: the state file was found
+		// damaged and replaced; the daemon started on the recorded pool.
+		if st.Active == l.accepted.To {
+			fmt.Printf("switched to %s, history id %d (no longer in the history; %s is active)\n", l.accepted.To, l.id, st.Active)
+			return true, nil
+		}
+		return true, exitWith(exitFailed, "the switch to %s was persisted (history id %d) but %s is active now: check `turnout history`", l.accepted.To, l.id, st.Active)
+	}
+	return true, exitWith(exitFailed, "the switch to %s was never persisted (the daemon stopped before it was ready): the old pool keeps traffic, %s is active; switch again",
+		l.accepted.To, st.Active)
+}
+
+// historyVerdict prints the outcome of a switch read back from the history
+// and returns the error for the exit code.
+func historyVerdict(w io.Writer, rec state.Record) error {
+	switch rec.Result {
+	case state.ResultSwitched, state.ResultForced:
+		fmt.Fprintf(w, "switched to %s (%s), history id %d; the drain's end was not seen\n", rec.To, rec.Result, rec.ID)
+		return nil
+	}
+	return exitWith(exitFailed, "switch to %s aborted, the old pool keeps traffic (history id %d): see `turnout history`", rec.To, rec.ID)
 }
 
 // verdict prints the final line and returns the error for the exit code.
