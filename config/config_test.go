@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -323,5 +324,94 @@ func TestLoad(t *testing.T) {
 	}
 	if cfg.Path != path {
 		t.Errorf("Path = %q, want %q", cfg.Path, path)
+	}
+}
+
+// TestDurationFloors: every duration below its floor is refused with a
+// message naming the key, the floor and the value; the floor itself passes.
+func TestDurationFloors(t *testing.T) {
+	tests := []struct {
+		table, key, floor string
+	}{
+		{"health", "interval", "10ms"},
+		{"health", "standby_interval", "10ms"},
+		{"health", "timeout", "10ms"},
+		{"pools.B.health", "timeout", "10ms"},
+		{"pools.B.health", "interval", "10ms"},
+		{"switch", "warm_interval", "10ms"},
+		{"switch", "timeout", "100ms"},
+		{"proxy", "dial_timeout", "10ms"},
+		{"proxy", "upstream_timeout", "10ms"},
+		{"proxy", "client_header_timeout", "100ms"},
+		{"proxy", "client_idle_timeout", "100ms"},
+		{"maintenance", "retry_after", "1s"},
+	}
+	for _, tt := range tests {
+		key := tt.table + "." + tt.key
+		t.Run(key, func(t *testing.T) {
+			doc := func(v string) []byte {
+				return []byte(twoPools + fmt.Sprintf("[%s]\n%s = %q\n", tt.table, tt.key, v))
+			}
+			_, err := Parse(doc("1ns"), "t.toml")
+			want := fmt.Sprintf(`%s = "1ns" is below its floor of %s`, key, tt.floor)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "t.toml:7:") {
+				t.Errorf("1ns: got %v, want an error at line 7 containing %q", err, want)
+			}
+			if _, err := Parse(doc(tt.floor), "t.toml"); err != nil {
+				t.Errorf("%s (the floor itself): %v", tt.floor, err)
+			}
+		})
+	}
+}
+
+// TestNumericHostIsAnIPv4Address: a host whose last label is a number is
+// an IPv4 address or an error, never a host name.
+func TestNumericHostIsAnIPv4Address(t *testing.T) {
+	for _, addr := range []string{"256.1.1.1:80", "1.2.3:80", "01.2.3.4:80", "1.2.3.4.5:80", "10.0.0.300:80"} {
+		for _, doc := range []string{
+			fmt.Sprintf("listen = [%q]\n", addr) + twoPools,
+			fmt.Sprintf("[pools.A]\nservers = [%q]\n[pools.B]\nservers = [\"b:1\"]\n", addr),
+		} {
+			_, err := Parse([]byte(doc), "t.toml")
+			if err == nil || !strings.Contains(err.Error(), "is not an IPv4 address") {
+				t.Errorf("%s: got %v, want it refused as not an IPv4 address", addr, err)
+			}
+		}
+	}
+	for _, addr := range []string{"255.255.255.255:80", "10.0.0.1:80", "app1.internal:80", "db-1:80", "host.example.com.:80", "2001.example:80"} {
+		if _, err := Parse([]byte(fmt.Sprintf("[pools.A]\nservers = [%q]\n[pools.B]\nservers = [\"b:1\"]\n", addr)), "t.toml"); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+}
+
+// TestEmptyFile: an empty or comment-only file gets a file:line:col error
+// saying what to write.
+func TestEmptyFile(t *testing.T) {
+	for _, doc := range []string{"", "\n\n  \n", "# turnout config\n# nothing yet\n"} {
+		_, err := Parse([]byte(doc), "t.toml")
+		if err == nil || !strings.HasPrefix(err.Error(), "t.toml:1:1: the config file is empty") || !strings.Contains(err.Error(), "[pools.A]") {
+			t.Errorf("%q: got %v, want t.toml:1:1 saying the file is empty and what to write", doc, err)
+		}
+	}
+	_, err := Parse([]byte("log_level = \"info\"\n"), "t.toml")
+	if err == nil || !strings.HasPrefix(err.Error(), "t.toml:2:1: no pools defined") {
+		t.Errorf("a file without pools: got %v, want t.toml:2:1: no pools defined", err)
+	}
+}
+
+// TestManyErrorsReportsFirstHundred: 20,000 unknown keys are all found,
+// and the message lists the first 100 and counts the rest.
+func TestManyErrorsReportsFirstHundred(t *testing.T) {
+	_, err := Parse(manyUnknownKeys(20000), "t.toml")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 20000 {
+		t.Fatalf("got %d errors, want 20000", len(es))
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 101 || lines[100] != "and 19900 more errors (fix the ones above first)" ||
+		!strings.HasPrefix(lines[0], `t.toml:1:1: unknown key "unknown_key_0"`) ||
+		!strings.HasPrefix(lines[99], `t.toml:100:1: unknown key "unknown_key_99"`) {
+		t.Errorf("want 100 lines then the count, got %d lines; first %q, last two %q", len(lines), lines[0], lines[len(lines)-2:])
 	}
 }

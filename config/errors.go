@@ -40,13 +40,25 @@ func (e *Error) Error() string {
 // Load return it (as error) whenever a file is refused.
 type Errors []*Error
 
-// Error prints one line per problem.
+// maxReported is how many problems Errors.Error prints; a line saying how
+// many more there are follows. A file with thousands of errors is usually
+// not a config file at all, and its first problems say so.
+const maxReported = 100
+
+// Error prints one line per problem, the first maxReported of them, then
+// "and N more".
 func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
+	var b strings.Builder
+	for i, e := range es[:min(len(es), maxReported)] {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
 	}
-	return strings.Join(lines, "\n")
+	if n := len(es) - maxReported; n > 0 {
+		fmt.Fprintf(&b, "\nand %d more errors (fix the ones above first)", n)
+	}
+	return b.String()
 }
 
 // sort orders es by position; errors without a position come last.

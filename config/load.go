@@ -31,15 +31,25 @@ func Parse(data []byte, path string) (*Config, error) {
 	if file == "" {
 		file = "config"
 	}
-	// Syntax errors and duplicate keys first: the walk below needs a
-	// well-formed document.
-	if err := toml.Unmarshal(data, new(map[string]any)); err != nil {
-		return nil, decodeErrors(file, err)
-	}
+	// The walk finds unknown keys, wrong types and bad values, and blanks
+	// them out; go-toml then checks what is left for syntax errors and
+	// duplicate keys. In that order, because go-toml's duplicate check
+	// grows with the square of the keys in a table, which a file of
+	// thousands of unknown keys would make crawl.
 	s := scanDocument(data, file)
+	clean := s.sanitize(data)
+	if err := toml.Unmarshal(clean, new(map[string]any)); err != nil {
+		s.errs = append(s.errs, decodeErrors(file, err)...)
+		s.errs.sort()
+		return nil, s.errs
+	}
+	if s.exprs == 0 {
+		return nil, Errors{{File: file, Line: 1, Col: 1, Msg: "the config file is empty (or only comments)",
+			Hint: `turnout needs two pools at least: write [pools.A] with servers = ["127.0.0.1:9001"] and [pools.B] with servers = ["127.0.0.1:9101"]; every other key has a default`}}
+	}
 	cfg := Default()
 	cfg.Listen = nil // a listed value replaces the default, it does not add to it
-	dec := toml.NewDecoder(bytes.NewReader(s.sanitize(data)))
+	dec := toml.NewDecoder(bytes.NewReader(clean))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
 		// The walk should have caught and blanked all of these; go-toml's own

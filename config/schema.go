@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -25,19 +26,33 @@ type scan struct {
 	bad map[string]bool
 	// blank holds the byte ranges decoding must skip: expressions with errors.
 	blank []unstable.Range
+	// lineStarts holds the offset of each line's first byte, so that a
+	// position costs a binary search (go-toml's Shape rescans the document
+	// from its start, which made many errors quadratic).
+	lineStarts []int
+	// exprs counts the document's tables and key = value lines.
+	exprs int
 }
 
 var configType = reflect.TypeFor[Config]()
 
 func scanDocument(data []byte, file string) *scan {
 	s := &scan{file: file, keyPos: map[string]unstable.Position{},
-		valPos: map[string]unstable.Position{}, bad: map[string]bool{}}
+		valPos: map[string]unstable.Position{}, bad: map[string]bool{}, lineStarts: []int{0}}
+	for i, c := range data {
+		if c == '\n' {
+			s.lineStarts = append(s.lineStarts, i+1)
+		}
+	}
 	var p unstable.Parser
 	p.Reset(data)
 	var table []string
 	tableType, tableBad := configType, false
 	for p.NextExpression() {
 		e := p.Expression()
+		if e.Kind != unstable.Comment {
+			s.exprs++
+		}
 		switch e.Kind {
 		case unstable.Table, unstable.ArrayTable:
 			keys := keyNodes(e)
@@ -46,10 +61,10 @@ func scanDocument(data []byte, file string) *scan {
 			switch {
 			case !ok:
 			case e.Kind == unstable.ArrayTable:
-				s.add(p.Shape(keys[0].Raw).Start, fmt.Sprintf("[[%s]] is not allowed", strings.Join(path, ".")),
+				s.add(s.pos(keys[0].Raw), fmt.Sprintf("[[%s]] is not allowed", strings.Join(path, ".")),
 					fmt.Sprintf("write [%s] with single brackets", strings.Join(path, ".")))
 			case !isTable(t):
-				s.add(p.Shape(keys[0].Raw).Start, fmt.Sprintf("%q is a value, not a table", strings.Join(path, ".")),
+				s.add(s.pos(keys[0].Raw), fmt.Sprintf("%q is a value, not a table", strings.Join(path, ".")),
 					"set it with key = value in its parent table")
 			}
 			table, tableType, tableBad = path, t, len(s.errs) > before
@@ -69,6 +84,14 @@ func scanDocument(data []byte, file string) *scan {
 	return s
 }
 
+// pos is the line and column (1-based, in bytes, as go-toml counts them) of
+// the start of r.
+func (s *scan) pos(r unstable.Range) unstable.Position {
+	off := int(r.Offset)
+	line, _ := slices.BinarySearch(s.lineStarts, off+1) // lines starting at or before off
+	return unstable.Position{Offset: off, Line: line, Column: off - s.lineStarts[line-1] + 1}
+}
+
 func (s *scan) add(pos unstable.Position, msg, hint string) {
 	s.errs = append(s.errs, &Error{File: s.file, Line: pos.Line, Col: pos.Column, Msg: msg, Hint: hint})
 }
@@ -80,7 +103,7 @@ func (s *scan) resolve(p *unstable.Parser, t reflect.Type, base []string, keys [
 	for _, k := range keys {
 		name := string(k.Data)
 		path = append(path, name)
-		pos := p.Shape(k.Raw).Start
+		pos := s.pos(k.Raw)
 		joined := strings.Join(path, ".")
 		if _, seen := s.keyPos[joined]; !seen {
 			s.keyPos[joined] = pos
@@ -116,7 +139,7 @@ func (s *scan) keyValue(p *unstable.Parser, t reflect.Type, table []string, e *u
 	}
 	vt, path, ok := s.resolve(p, t, table, keys)
 	if ok {
-		s.value(p, e.Value(), vt, path, p.Shape(keys[len(keys)-1].Raw).Start)
+		s.value(p, e.Value(), vt, path, s.pos(keys[len(keys)-1].Raw))
 	}
 	return path
 }
@@ -125,7 +148,7 @@ func (s *scan) keyValue(p *unstable.Parser, t reflect.Type, table []string, e *u
 // its own (arrays).
 func (s *scan) value(p *unstable.Parser, n *unstable.Node, t reflect.Type, path []string, at unstable.Position) {
 	if n.Raw.Length > 0 {
-		at = p.Shape(n.Raw).Start
+		at = s.pos(n.Raw)
 	}
 	name := strings.Join(path, ".")
 	s.valPos[name] = at

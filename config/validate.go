@@ -9,6 +9,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 var poolNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
@@ -20,12 +23,14 @@ func (s *scan) check(c *Config) {
 	s.checkTokens(c)
 	s.checkEnum("log_level", c.LogLevel, "trace", "debug", "info", "warn", "error")
 	s.checkEnum("log_format", c.LogFormat, "text", "json")
-	s.checkPositive(map[string]Duration{
+	for key, d := range map[string]Duration{
 		"proxy.upstream_timeout": c.Proxy.UpstreamTimeout, "proxy.dial_timeout": c.Proxy.DialTimeout,
 		"proxy.client_header_timeout": c.Proxy.ClientHeaderTimeout, "proxy.client_idle_timeout": c.Proxy.ClientIdleTimeout,
 		"switch.timeout": c.Switch.Timeout, "switch.warm_interval": c.Switch.WarmInterval,
 		"maintenance.retry_after": c.Maintenance.RetryAfter,
-	})
+	} {
+		s.checkFloor(key, d)
+	}
 	if c.Proxy.HoldMax < 1 {
 		s.errorAt("proxy.hold_max", "proxy.hold_max must be at least 1", "the default is 10000")
 	}
@@ -98,11 +103,55 @@ func (s *scan) checkEnum(key, v string, allowed ...string) {
 	}
 }
 
-func (s *scan) checkPositive(durations map[string]Duration) {
-	for key, d := range durations {
-		if d <= 0 {
-			s.errorAt(key, key+" must be more than zero", `write a duration such as "1s"`)
-		}
+// Floors are the smallest values durations accept. Below them a setting
+// cannot do what it says on a real machine, so a typo such as "1ns" must
+// not reach the request path:
+//   - floorUpstream (10ms) for health checks, dials and upstream answers:
+//     one check or connect on loopback takes well under a millisecond, but
+//     a busy host delays a goroutine or pauses for GC by milliseconds, so a
+//     shorter timeout fails healthy servers (and the proxy answers 503); a
+//     shorter interval sends over 100 checks a second to each server without
+//     noticing a failure any sooner.
+//   - floorClient (100ms) for client timeouts and switch.timeout: a client's
+//     head arrives a network round trip after it connects, tens to hundreds
+//     of milliseconds away; a switch needs rise checks at warm_interval.
+//   - floorRetryAfter (1s): Retry-After counts whole seconds.
+const (
+	floorUpstream   = 10 * time.Millisecond
+	floorClient     = 100 * time.Millisecond
+	floorRetryAfter = time.Second
+)
+
+// durationFloors is the floor of each duration key, by its last part.
+var durationFloors = map[string]time.Duration{
+	"interval": floorUpstream, "standby_interval": floorUpstream, "warm_interval": floorUpstream,
+	"dial_timeout": floorUpstream, "upstream_timeout": floorUpstream,
+	"client_header_timeout": floorClient, "client_idle_timeout": floorClient,
+	"retry_after": floorRetryAfter,
+}
+
+// floorOf is the floor of the duration at key (health.timeout and
+// switch.timeout share a last part, not a floor).
+func floorOf(key string) time.Duration {
+	switch {
+	case key == "switch.timeout":
+		return floorClient
+	case strings.HasSuffix(key, "health.timeout"):
+		return floorUpstream
+	}
+	return durationFloors[key[strings.LastIndexByte(key, '.')+1:]]
+}
+
+// checkFloor reports a duration under its key's floor (and zero for keys
+// without one), naming the key, the floor and the value.
+func (s *scan) checkFloor(key string, d Duration) {
+	floor := floorOf(key)
+	switch {
+	case floor > 0 && d.D() < floor:
+		s.errorAt(key, fmt.Sprintf("%s = %q is below its floor of %s", key, d, floor),
+			fmt.Sprintf("use %s or more; shorter values cannot work on a real host (see the configuration reference)", floor))
+	case d <= 0:
+		s.errorAt(key, key+" must be more than zero", `write a duration such as "1s"`)
 	}
 }
 
@@ -123,15 +172,20 @@ func (s *scan) checkHealth(prefix string, h Health, inherits bool) {
 			s.errorAt(prefix+"."+key, fmt.Sprintf("%s.%s must be at least 1", prefix, key), "count of consecutive checks, such as 2")
 		}
 	}
-	if !inherits {
-		s.checkPositive(map[string]Duration{prefix + ".interval": h.Interval,
-			prefix + ".standby_interval": h.StandbyInterval, prefix + ".timeout": h.Timeout})
+	for key, d := range map[string]Duration{"interval": h.Interval, "standby_interval": h.StandbyInterval, "timeout": h.Timeout} {
+		if !inherits || d != 0 {
+			s.checkFloor(prefix+"."+key, d)
+		}
 	}
 }
 
 func (s *scan) checkPools(c *Config) {
 	const pair = "turnout switches between exactly two pools"
-	if len(s.pools) < 2 {
+	if len(s.pools) == 0 {
+		// Point at the end of the file, where they are missing.
+		s.add(unstable.Position{Line: len(s.lineStarts), Column: 1}, fmt.Sprintf("no pools defined: %s", pair),
+			`add two tables such as [pools.A] and [pools.B], each with servers = ["host:port"]`)
+	} else if len(s.pools) < 2 {
 		s.errorAt("pools", fmt.Sprintf("%d pool(s) defined: %s", len(s.pools), pair),
 			`add two tables such as [pools.A] and [pools.B], each with servers = ["host:port"]`)
 	}

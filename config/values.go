@@ -177,10 +177,32 @@ func checkHostPort(addr string, listen bool) error {
 		}
 		return fmt.Errorf("%q has no host", addr)
 	}
-	if _, err := netip.ParseAddr(host); err == nil || validHostname(host) {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if looksNumeric(host) {
+		return fmt.Errorf("host %q is not an IPv4 address: write four numbers from 0 to 255 without leading zeros, such as 10.0.0.1", host)
+	}
+	if validHostname(host) {
 		return nil
 	}
 	return fmt.Errorf("host %q is neither an IP address nor a host name", host)
+}
+
+// looksNumeric reports whether h's last label is all digits: no top-level
+// domain is, so h is a mistyped IPv4 address (256.1.1.1, 10.0.0), not a name.
+func looksNumeric(h string) bool {
+	last := strings.TrimSuffix(h, ".")
+	last = last[strings.LastIndexByte(last, '.')+1:]
+	if last == "" {
+		return false
+	}
+	for _, c := range last {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostname accepts DNS names; '_' is allowed because container and
