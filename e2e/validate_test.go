@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,11 @@ func TestValidate(t *testing.T) {
 		{"third pool", head + pools + "\n[pools.C]\nservers = [\"127.0.0.1:9201\"]\n", "9:8", `pool "C"`},
 		{"initial names no pool", head + "initial = \"Z\"\n" + pools, "3:11", "names no pool"},
 		{"template does not parse", head + "[maintenance]\npage = \"bad.html\"\n" + pools, "4:8", "not a valid template"},
+		{"empty file", "", "1:1", "the config file is empty"},
+		{"only comments", "# soon\n", "1:1", "[pools.A]"},
+		{"256.1.1.1", head + "[pools.A]\nservers = [\"256.1.1.1:9001\"]\n[pools.B]\nservers = [\"127.0.0.1:9101\"]\n", "4:12", "is not an IPv4 address"},
+		{"health timeout 1ns", head + "[health]\ntimeout = \"1ns\"\n" + pools, "4:11", `health.timeout = "1ns" is below its floor of 10ms`},
+		{"20,000 unknown keys", "no_such_key = 1\n" + manyKeys(20000) + pools, "1:1", "unknown key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -67,8 +73,20 @@ func TestValidate(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("stderr has no line starting %q that says %q:\n%s", want, tc.says, &stderr)
+				t.Errorf("stderr has no line starting %q that says %q:\n%.2000s", want, tc.says, &stderr)
+			}
+			if n := strings.Count(stderr.String(), ": unknown key"); n > 100 || (strings.Contains(tc.name, "20,000") && (n != 100 || !strings.Contains(stderr.String(), "\nand 19901 more errors"))) {
+				t.Errorf("%d unknown-key lines, want at most 100 followed by the count of the rest:\n%.300s", n, stderr.String()[max(0, stderr.Len()-300):])
 			}
 		})
 	}
+}
+
+// manyKeys is n distinct unknown top-level keys.
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "unknown_%d = %d\n", i, i)
+	}
+	return b.String()
 }
