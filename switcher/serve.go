@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 )
 
 // Addrs are the addresses the daemon listens on, known once it is ready
@@ -49,7 +48,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		lns = append(lns, ln)
 		return ln, nil
 	}
-	errorLog := log.New(s.logger.Named("http").StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}), "", 0)
+	errorLog := log.New(httpErrorLog{s.logger.Named("http")}, "", 0)
 	handler := s.Handler()
 	proxyServer := func() *http.Server {
 		return &http.Server{
