@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
 )
 
 // Addrs are the addresses the daemon listens on, known once it is ready
