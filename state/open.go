@@ -125,7 +125,8 @@ func refuseDamaged(path string, damage, recErr error) error {
 
 // reconcileActiveFile makes the active-pool file agree with the bbolt file,
 // which is authoritative when readable; a bbolt file that names no pool yet
-// (new, or just replaced after damage) takes the recorded one.
+// (new, or just replaced after damage) takes the recorded one. Failing to
+// write the active-pool file is logged, not returned.
 func (s *Store) reconcileActiveFile(recorded string, recErr error) error {
 	active, err := s.Active()
 	if err != nil {
@@ -142,7 +143,12 @@ func (s *Store) reconcileActiveFile(recorded string, recErr error) error {
 		s.logger.Warn("the active-pool file names another pool than the state file: rewriting it from the state file",
 			"active_file", ActiveFile(s.path), "recorded", recorded, "pool", active)
 	}
-	return writeActiveFile(s.path, active)
+	// The bbolt file is sound and authoritative: a second record that
+	// cannot be written (a read-only directory, say) is no reason to stop.
+	if err := writeActiveFile(s.path, active); err != nil {
+		s.logger.Error("cannot write the second record of the active pool; a damaged state file would then stop turnout from starting", "pool", active, "error", err)
+	}
+	return nil
 }
 
 // create makes a new, initialised state file at path atomically: bbolt

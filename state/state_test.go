@@ -824,3 +824,33 @@ func TestOpenReadOnlyEmptyFile(t *testing.T) {
 		t.Errorf("OpenReadOnly(empty file) = %v, want an error saying %s is empty", err, path)
 	}
 }
+
+// TestActiveFileUnwritableIsNotFatal: a sound state file opens even when
+// its active-pool file cannot be written (here a directory is in its
+// place); the failure is logged at Error.
+func TestActiveFileUnwritableIsNotFatal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openTest(t, path)
+	if err := s.SetActive("A"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Remove(ActiveFile(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(ActiveFile(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s, err := Open(path, time.Second, hclog.New(&hclog.LoggerOptions{Output: &logs}))
+	if err != nil {
+		t.Fatalf("Open with an unwritable active-pool file: %v", err)
+	}
+	defer s.Close()
+	if active, err := s.Active(); err != nil || active != "A" {
+		t.Errorf("Active() = %q, %v; want A", active, err)
+	}
+	if !strings.Contains(logs.String(), "[ERROR]") || !strings.Contains(logs.String(), "second record") {
+		t.Errorf("no error logged:\n%s", logs.String())
+	}
+}

@@ -145,7 +145,7 @@ func (l lostSwitch) outcome(ctx context.Context, client *controlClient, deadline
 		}
 		select {
 		case <-ctx.Done():
-			return exitWith(exitFailed, "interrupted while waiting for the daemon: check `turnout status` and `turnout history` before you stop any pool")
+			return exitWith(exitUnreachable, "interrupted while waiting for the daemon: the outcome of the switch to %s is unknown; check `turnout status` and `turnout history` before you stop any pool", l.accepted.To)
 		case <-tick.C:
 		}
 	}
