@@ -1,7 +1,9 @@
 // Package state owns turnout's persistent state file (SPEC.md 4.7): the
 // active pool, the maintenance flag and the switch history, kept in one bbolt
-// file whose transactions all go through Store. It knows nothing of pools,
-// the proxy or the config; callers decide what to store and when.
+// file whose transactions all go through Store, and a one-line second record
+// of the active pool beside it for when that file is damaged. It knows
+// nothing of pools, the proxy or the config; callers decide what to store
+// and when.
 package state
 
 import (
