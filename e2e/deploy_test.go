@@ -35,20 +35,16 @@ type deployRun struct {
 
 // TestDeployExample runs scripts/deploy-example.sh end to end against real
 // app servers (the e2e backend, started by the script through APP_CMD)
-// under 200 req/s: a good deploy switches to the new version and stops the
-// old one; a version that never gets healthy is rolled back with exit 1 and
-// the running version keeps serving. No request fails in either case.
+// under 200 req/s, pool A on TCP ports and pool B on unix sockets: a good
+// deploy switches to the new version and stops the old one; a version that
+// never gets healthy is rolled back with exit 1 and the running version
+// keeps serving. No request fails in either case.
 func TestDeployExample(t *testing.T) {
 	portsA := []string{freePort(t), freePort(t)}
-	portsB := []string{freePort(t), freePort(t)}
-	addrs := func(ports []string) []string {
-		var out []string
-		for _, p := range ports {
-			out = append(out, "127.0.0.1:"+p)
-		}
-		return out
-	}
-	c := newCfgSpec(t, addrs(portsA), addrs(portsB))
+	serversA := []string{"127.0.0.1:" + portsA[0], "127.0.0.1:" + portsA[1]}
+	sockDir := t.TempDir()
+	serversB := []string{"unix:" + filepath.Join(sockDir, "b1.sock"), "unix:" + filepath.Join(sockDir, "b2.sock")}
+	c := newCfgSpec(t, serversA, serversB)
 	d := serveDaemon(t, writeCfg(t, c), c)
 	runDir := t.TempDir()
 	t.Cleanup(func() {
@@ -62,23 +58,24 @@ func TestDeployExample(t *testing.T) {
 		}
 	})
 
-	// The app server: the e2e backend named after $VERSION, on $PORT.
-	appCmd := fmt.Sprintf("env %s=$VERSION %s=tcp %s=127.0.0.1:$PORT '%s' '-test.run=^$'",
+	// The app server: the e2e backend named after $VERSION, on $ADDRESS.
+	appCmd := fmt.Sprintf("env %s=$VERSION %s=$NETWORK %s=$ADDRESS '%s' '-test.run=^$'",
 		backendEnv, backendNetworkEnv, backendAddrEnv, os.Args[0])
 
 	// Version v1 runs on pool A, started as the script starts servers, with
 	// its pid files where the script looks for them.
 	var v1 []*process
-	for _, port := range portsA {
+	for _, server := range serversA {
 		cmd := exec.Command("bash", "-c", "exec "+appCmd)
-		cmd.Env = append(os.Environ(), raceExitEnv(), "PORT="+port, "VERSION=v1")
+		cmd.Env = append(os.Environ(), raceExitEnv(), "ADDRESS="+server, "NETWORK=tcp", "VERSION=v1")
 		p := start(t, cmd, false, regexp.MustCompile(`^ready$`))
 		t.Cleanup(func() {
 			if p.running() {
 				p.stop(t, syscall.SIGKILL, eventTimeout)
 			}
 		})
-		if err := os.WriteFile(filepath.Join(runDir, "A-"+port+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		pidFile := "A-" + strings.ReplaceAll(server, ":", "_") + ".pid" // as the script names it
+		if err := os.WriteFile(filepath.Join(runDir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		v1 = append(v1, p)
@@ -90,7 +87,7 @@ func TestDeployExample(t *testing.T) {
 		cmd := exec.Command("bash", filepath.Join("..", "scripts", "deploy-example.sh"))
 		cmd.Env = append(os.Environ(), raceExitEnv(),
 			"APP_CMD="+app, "VERSION="+version,
-			"PORTS_A="+strings.Join(portsA, " "), "PORTS_B="+strings.Join(portsB, " "),
+			"SERVERS_A="+strings.Join(serversA, " "), "SERVERS_B="+strings.Join(serversB, " "),
 			"RUN_DIR="+runDir, "TURNOUT="+turnoutCmd, "TIMEOUT="+timeout)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -130,7 +127,7 @@ func TestDeployExample(t *testing.T) {
 		select {
 		case <-p.exited:
 		case <-time.After(eventTimeout):
-			t.Errorf("v1 server on port %s still runs after the deploy", portsA[i])
+			t.Errorf("v1 server on %s still runs after the deploy", serversA[i])
 		}
 	}
 	if t.Failed() {

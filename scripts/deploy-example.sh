@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # A real blue-green deploy with turnout: start the new version on the idle pool's
-# ports, switch traffic to it, stop the old version; roll back on failure.
+# servers, switch traffic to it, stop the old version gracefully; roll back on
+# failure.
 #
-#   APP_CMD='./myapp --port $PORT' VERSION=v42 scripts/deploy-example.sh
+#   SERVERS_A='unix:/run/myapp/a.sock' SERVERS_B='unix:/run/myapp/b.sock' \
+#   APP_CMD='gunicorn --bind unix:$SOCKET --workers 4 mysite.wsgi' VERSION=v42 \
+#     scripts/deploy-example.sh
 #
 # Settings (environment):
-#   APP_CMD      command that runs ONE app server; $PORT and $VERSION are set for it
-#                (required; run through bash -c, so it may use them)
+#   APP_CMD      command that runs ONE app server in the foreground (required; run
+#                through bash -c, so it may use these variables):
+#                  $ADDRESS  the server as the turnout config writes it, less "unix:"
+#                  $SOCKET   the socket path of a "unix:/path" server
+#                  $PORT     the port of a "host:port" server
+#                  $NETWORK  "unix" or "tcp"
+#                  $VERSION  the version being deployed
 #   VERSION      the version being deployed (shown in the history's reason)
-#   PORTS_A      the ports of pool A's servers, as in the turnout config (default "9001 9002")
-#   PORTS_B      the ports of pool B's servers (default "9101 9102")
-#   RUN_DIR      where the app servers' pid files live (default /run/myapp)
+#   SERVERS_A    pool A's servers as in the turnout config: "127.0.0.1:9001" or
+#                "unix:/run/app-a.sock", space-separated (default: from PORTS_A)
+#   SERVERS_B    pool B's servers (default: from PORTS_B)
+#   PORTS_A      shorthand for SERVERS_A on 127.0.0.1 (default "9001 9002")
+#   PORTS_B      shorthand for SERVERS_B (default "9101 9102")
+#   RUN_DIR      where the app servers' pid files and logs live (default /run/myapp)
 #   TURNOUT      the turnout command (default "turnout"; add --control … if needed)
 #   TIMEOUT      how long the new version may take to become healthy (default 60s)
+#   STOP_SIGNAL  the signal that stops an app server gracefully (default TERM:
+#                gunicorn's graceful stop; uwsgi needs --die-on-term for it)
+#   STOP_TIMEOUT how long a stopping server may take to finish its requests
+#                before it is killed, in seconds (default 120s)
 #
 # Exit codes: 0 deployed; 1 the new version never became healthy (rolled back, the
 # old version keeps serving); 4 someone else switched meanwhile (rolled back);
@@ -28,21 +43,31 @@ set -euo pipefail
 VERSION=${VERSION:-$(date +%Y%m%d%H%M%S)}
 PORTS_A=${PORTS_A:-"9001 9002"}
 PORTS_B=${PORTS_B:-"9101 9102"}
+SERVERS_A=${SERVERS_A:-$(for p in $PORTS_A; do printf '127.0.0.1:%s ' "$p"; done)}
+SERVERS_B=${SERVERS_B:-$(for p in $PORTS_B; do printf '127.0.0.1:%s ' "$p"; done)}
 RUN_DIR=${RUN_DIR:-/run/myapp}
 TURNOUT=${TURNOUT:-turnout}
 TIMEOUT=${TIMEOUT:-60s}
+STOP_SIGNAL=${STOP_SIGNAL:-TERM}
+STOP_TIMEOUT=${STOP_TIMEOUT:-120s}
 
 log() { echo "deploy: $*" >&2; }
 
-ports_of() { if [ "$1" = A ]; then echo "$PORTS_A"; else echo "$PORTS_B"; fi; }
+servers_of() { if [ "$1" = A ]; then echo "$SERVERS_A"; else echo "$SERVERS_B"; fi; }
 
-# start_pool POOL: start one app server per port of POOL, in the background.
+# key SERVER: a file name for SERVER's pid file and log.
+key() { printf '%s' "$1" | tr -c 'A-Za-z0-9.-' '_'; }
+
+# start_pool POOL: start one app server per server of POOL, in the background.
 start_pool() {
   mkdir -p "$RUN_DIR"
-  for port in $(ports_of "$1"); do
-    PORT=$port VERSION=$VERSION setsid bash -c "exec $APP_CMD" >>"$RUN_DIR/$1-$port.log" 2>&1 </dev/null &
-    echo $! >"$RUN_DIR/$1-$port.pid"
-    log "started $VERSION on port $port (pool $1, pid $!)"
+  for server in $(servers_of "$1"); do
+    local address=${server#unix:} socket="" port="" network=tcp
+    if [ "$server" != "$address" ]; then socket=$address network=unix; else port=${server##*:}; fi
+    ADDRESS=$address SOCKET=$socket PORT=$port NETWORK=$network VERSION=$VERSION \
+      setsid bash -c "exec $APP_CMD" >>"$RUN_DIR/$1-$(key "$server").log" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/$1-$(key "$server").pid"
+    log "started $VERSION on $server (pool $1, pid $!)"
   done
 }
 
@@ -52,8 +77,9 @@ serving_pool() {
   $TURNOUT status --json 2>/dev/null | tr -d '\n' | sed -n 's/^[^"]*{[^{]*"active": *"\([^"]*\)".*/\1/p'
 }
 
-# stop_pool POOL: stop POOL's app servers gracefully (SIGTERM), wait for them;
-# refuses (status 5) when turnout says POOL serves, or cannot say which pool does.
+# stop_pool POOL: stop POOL's app servers gracefully (STOP_SIGNAL) and wait until
+# they have finished their requests (STOP_TIMEOUT at most); refuses (status 5)
+# when turnout says POOL serves, or cannot say which pool does.
 stop_pool() {
   local serving
   serving=$(serving_pool) || true
@@ -65,17 +91,32 @@ stop_pool() {
     log "pool $1 serves traffic (turnout status): leaving it running"
     return 5
   fi
-  for port in $(ports_of "$1"); do
-    local pidfile="$RUN_DIR/$1-$port.pid"
+  local pids=() servers=()
+  for server in $(servers_of "$1"); do
+    local pidfile="$RUN_DIR/$1-$(key "$server").pid"
     [ -f "$pidfile" ] || continue
     local pid
     pid=$(cat "$pidfile")
-    if kill -TERM "$pid" 2>/dev/null; then
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
     rm -f "$pidfile"
-    log "stopped pool $1 server on port $port"
+    if kill "-$STOP_SIGNAL" "$pid" 2>/dev/null; then
+      pids+=("$pid")
+      servers+=("$server")
+    fi
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  # Wait for every server of the pool together: each finishes the requests it
+  # still has (a long upload, a slow report) before it exits.
+  local deadline=$((SECONDS + ${STOP_TIMEOUT%s}))
+  for i in "${!pids[@]}"; do
+    while kill -0 "${pids[$i]}" 2>/dev/null; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        log "${servers[$i]} (pool $1) still runs after $STOP_TIMEOUT: killing it"
+        kill -KILL "${pids[$i]}" 2>/dev/null || true
+        break
+      fi
+      sleep 0.2
+    done
+    log "stopped ${servers[$i]} (pool $1)"
   done
 }
 
