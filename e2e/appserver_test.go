@@ -611,7 +611,7 @@ func TestAppServerRestarts(t *testing.T) {
 			}
 			if len(r.POSTs.Lost)+len(r.POSTs.Twice)+len(r.POSTs.Unknown) > 0 {
 				t.Errorf("POSTs lost (answered 200, never applied) %v, applied twice %v, applied but never sent %v",
-					first(r.POSTs.Lost), first(r.POSTs.Twice), first(r.POSTs.Unknown))
+					firstIDs(r.POSTs.Lost), firstIDs(r.POSTs.Twice), firstIDs(r.POSTs.Unknown))
 			}
 			if r.Longest > r.Back+sc.slack {
 				t.Errorf("the longest request waited %s; the app was back after %s, so want at most %s",
@@ -621,8 +621,8 @@ func TestAppServerRestarts(t *testing.T) {
 	}
 }
 
-// first returns the first few of ids, sorted.
-func first(ids []string) []string {
+// firstIDs returns the first few of ids, sorted.
+func firstIDs(ids []string) []string {
 	slices.Sort(ids)
 	return ids[:min(len(ids), 5)]
 }

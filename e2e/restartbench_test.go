@@ -59,13 +59,13 @@ func TestRestartRecoveryBench(t *testing.T) {
 	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, w := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %d / %d |\n", w.scenario, w.target, w.r.Requests, w.r.Failed,
-			seconds(w.r.Longest), seconds(w.r.Back), seconds(w.r.P99), len(w.r.POSTs.Lost), len(w.r.POSTs.Twice))
+			benchSeconds(w.r.Longest), benchSeconds(w.r.Back), benchSeconds(w.r.P99), len(w.r.POSTs.Lost), len(w.r.POSTs.Twice))
 	}
 	fmt.Print(b.String())
 }
 
-// seconds formats d for the table: "0.004 s", "1.40 s", "11.0 s".
-func seconds(d time.Duration) string {
+// benchSeconds formats d for the table: "0.004 s", "1.40 s", "11.0 s".
+func benchSeconds(d time.Duration) string {
 	switch s := d.Seconds(); {
 	case s < 1:
 		return fmt.Sprintf("%.3f s", s)
