@@ -508,14 +508,60 @@ var (
 type restartRun struct {
 	loadFigures
 	// Back is how long the app took to come back (0 without a restart).
-	Back  time.Duration
-	POSTs postCheck
+	Back time.Duration
+	// Direct is the slowest answer to a direct request while the app was
+	// up (outside the restart): how slow the app and the machine were.
+	Direct time.Duration
+	POSTs  postCheck
 }
 
 func (r restartRun) String() string {
-	return fmt.Sprintf("%d requests, %d failed %v, longest wait %s, back after %s, p99 %s; POSTs: %d sent, %d answered 200, %d lost, %d applied twice, %d failed but applied",
+	return fmt.Sprintf("%d requests, %d failed %v, longest wait %s, back after %s, p99 %s, slowest direct answer %s; POSTs: %d sent, %d answered 200, %d lost, %d applied twice, %d failed but applied",
 		r.Requests, r.Failed, r.ByStatus, r.Longest.Round(time.Millisecond), r.Back.Round(time.Millisecond), r.P99.Round(time.Millisecond),
-		r.POSTsSent, r.POSTsOK, len(r.POSTs.Lost), len(r.POSTs.Twice), len(r.POSTs.FailedButApplied))
+		r.Direct.Round(time.Millisecond), r.POSTsSent, r.POSTsOK, len(r.POSTs.Lost), len(r.POSTs.Twice), len(r.POSTs.FailedButApplied))
+}
+
+// directPulse asks the app directly for GET /healthz every 50 ms, to tell
+// how slow the app (and the machine) is apart from any proxy; it records
+// each answer's span.
+type directPulse struct {
+	quit, done chan struct{}
+	spans      []span // written by the pulse's goroutine until done
+}
+
+type span struct{ start, end time.Time }
+
+func startDirectPulse(sock string) *directPulse {
+	p := &directPulse{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			begin := time.Now()
+			if _, err := probeApp(sock); err == nil {
+				p.spans = append(p.spans, span{begin, time.Now()})
+			}
+			select {
+			case <-p.quit:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends the pulse and returns its slowest answer that neither started
+// nor ended during the restart.
+func (p *directPulse) stop(restart span) time.Duration {
+	close(p.quit)
+	<-p.done
+	var slowest time.Duration
+	for _, s := range p.spans {
+		if s.end.Before(restart.start) || s.start.After(restart.end) {
+			slowest = max(slowest, s.end.Sub(s.start))
+		}
+	}
+	return slowest
 }
 
 // loadRate is the request rate of the restart scenarios, as in issue 19.
@@ -527,11 +573,12 @@ const loadRate = 200
 func restartUnderLoad(t *testing.T, url string, a *appServer, restart restartStyle) restartRun {
 	t.Helper()
 	load := startIDLoad(t, url, loadRate)
+	pulse := startDirectPulse(a.Sock)
 	load.waitAnswered(t, loadRate)
 	var back time.Duration
+	since := time.Now()
 	if restart != nil {
 		quit := make(chan struct{})
-		since := time.Now()
 		backC := watchBack(a.Sock, since, quit)
 		restart(a)
 		select {
@@ -544,7 +591,8 @@ func restartUnderLoad(t *testing.T, url string, a *appServer, restart restartSty
 	}
 	<-time.After(3 * time.Second) // the load goes on after the restart
 	f := load.stop()
-	return restartRun{loadFigures: f, Back: back, POSTs: checkPOSTs(f, a.AppliedPOSTs())}
+	direct := pulse.stop(span{since, since.Add(back)})
+	return restartRun{loadFigures: f, Back: back, Direct: direct, POSTs: checkPOSTs(f, a.AppliedPOSTs())}
 }
 
 // startTurnoutOnDefaults runs turnout on its defaults with pool A = server
@@ -598,7 +646,9 @@ var appServerRestarts = []appServerRestart{
 // of one real app server on a unix socket, under 200 req/s of GET and POST,
 // while the app server restarts the ways its users restart it. Every request
 // gets the app's 200, no POST is lost or applied twice, and the longest
-// request waits at most slack longer than the app took to come back.
+// request waits at most slack longer than the app took to come back (plus
+// the slowest direct answer of the app outside the restart, a few
+// milliseconds on a machine that is not overloaded).
 func TestAppServerRestarts(t *testing.T) {
 	for _, sc := range appServerRestarts {
 		t.Run(sc.name, func(t *testing.T) {
@@ -613,9 +663,11 @@ func TestAppServerRestarts(t *testing.T) {
 				t.Errorf("POSTs lost (answered 200, never applied) %v, applied twice %v, applied but never sent %v",
 					firstIDs(r.POSTs.Lost), firstIDs(r.POSTs.Twice), firstIDs(r.POSTs.Unknown))
 			}
-			if r.Longest > r.Back+sc.slack {
-				t.Errorf("the longest request waited %s; the app was back after %s, so want at most %s",
-					r.Longest.Round(time.Millisecond), r.Back.Round(time.Millisecond), (r.Back + sc.slack).Round(time.Millisecond))
+			// A machine too busy to answer fast directly is not turnout's
+			// fault: its slowness widens the bound.
+			if limit := r.Back + sc.slack + r.Direct; r.Longest > limit {
+				t.Errorf("the longest request waited %s; the app was back after %s and answered direct requests within %s, so want at most %s",
+					r.Longest.Round(time.Millisecond), r.Back.Round(time.Millisecond), r.Direct.Round(time.Millisecond), limit.Round(time.Millisecond))
 			}
 		})
 	}
