@@ -596,9 +596,9 @@ func restartUnderLoad(t *testing.T, url string, a *appServer, restart restartSty
 }
 
 // startTurnoutOnDefaults runs turnout on its defaults with pool A = server
-// (active) and a pool B nobody serves; it returns the proxy's URL once A's
-// server is up.
-func startTurnoutOnDefaults(t *testing.T, server string) string {
+// (active) and a pool B nobody serves; it returns the proxy's URL and the
+// control socket once A's server is up.
+func startTurnoutOnDefaults(t *testing.T, server string) (url, control string) {
 	t.Helper()
 	c := newCfgSpec(t, []string{server}, []string{freeTCPAddr(t)})
 	cfg := fmt.Sprintf(`listen  = [%q]
@@ -618,7 +618,7 @@ servers = [%q]
 	}
 	d := serveDaemon(t, path, c)
 	waitPoolUp(t, c.Control, "A")
-	return d.URL
+	return d.URL, c.Control
 }
 
 // appServerRestart is one of issue 19's restart scenarios.
@@ -653,24 +653,63 @@ func TestAppServerRestarts(t *testing.T) {
 	for _, sc := range appServerRestarts {
 		t.Run(sc.name, func(t *testing.T) {
 			a := newAppServer(t, sc.server)
-			url := startTurnoutOnDefaults(t, "unix:"+a.Sock)
+			url, _ := startTurnoutOnDefaults(t, "unix:"+a.Sock)
 			r := restartUnderLoad(t, url+"/work", a, sc.restart)
 			t.Logf("%s: %s", sc.name, r)
-			if r.Failed > 0 {
-				t.Errorf("%d of %d requests failed, want 0; the first: %s", r.Failed, r.Requests, strings.Join(r.Failures[:min(len(r.Failures), 5)], "\n  "))
-			}
-			if len(r.POSTs.Lost)+len(r.POSTs.Twice)+len(r.POSTs.Unknown) > 0 {
-				t.Errorf("POSTs lost (answered 200, never applied) %v, applied twice %v, applied but never sent %v",
-					firstIDs(r.POSTs.Lost), firstIDs(r.POSTs.Twice), firstIDs(r.POSTs.Unknown))
-			}
-			// A machine too busy to answer fast directly is not turnout's
-			// fault: its slowness widens the bound.
-			if limit := r.Back + sc.slack + r.Direct; r.Longest > limit {
-				t.Errorf("the longest request waited %s; the app was back after %s and answered direct requests within %s, so want at most %s",
-					r.Longest.Round(time.Millisecond), r.Back.Round(time.Millisecond), r.Direct.Round(time.Millisecond), limit.Round(time.Millisecond))
-			}
+			requireRecovery(t, r, sc.slack)
 		})
 	}
+}
+
+// requireRecovery fails the test unless every request of r got the app's
+// 200, no POST was lost or applied twice, and the longest request waited at
+// most slack longer than the app took to come back.
+func requireRecovery(t *testing.T, r restartRun, slack time.Duration) {
+	t.Helper()
+	if r.Failed > 0 {
+		t.Errorf("%d of %d requests failed, want 0; the first: %s", r.Failed, r.Requests, strings.Join(r.Failures[:min(len(r.Failures), 5)], "\n  "))
+	}
+	if len(r.POSTs.Lost)+len(r.POSTs.Twice)+len(r.POSTs.Unknown) > 0 {
+		t.Errorf("POSTs lost (answered 200, never applied) %v, applied twice %v, applied but never sent %v",
+			firstIDs(r.POSTs.Lost), firstIDs(r.POSTs.Twice), firstIDs(r.POSTs.Unknown))
+	}
+	// A machine too busy to answer fast directly is not turnout's fault:
+	// its slowness widens the bound.
+	if limit := r.Back + slack + r.Direct; r.Longest > limit {
+		t.Errorf("the longest request waited %s; the app was back after %s and answered direct requests within %s, so want at most %s",
+			r.Longest.Round(time.Millisecond), r.Back.Round(time.Millisecond), r.Direct.Round(time.Millisecond), limit.Round(time.Millisecond))
+	}
+}
+
+// TestPauseWhileAppServerRestarts is issue 19's pause: under 200 req/s,
+// `turnout pause` holds every request while uwsgi stops and starts, for 3 s
+// in all; `turnout resume` lets them go to the app, and nothing fails or is
+// lost. Here "back" is the resume: the longest request waits at most 1.5 s
+// longer than the pause lasted.
+func TestPauseWhileAppServerRestarts(t *testing.T) {
+	a := newAppServer(t, appServerSpec{Kind: uwsgi})
+	url, control := startTurnoutOnDefaults(t, "unix:"+a.Sock)
+	load := startIDLoad(t, url+"/work", loadRate)
+	pulse := startDirectPulse(a.Sock)
+	load.waitAnswered(t, loadRate)
+
+	paused := time.Now()
+	if r := runCLI(t, nil, "pause", "--control", control, "--max", "30s", "--message", "uwsgi restarts"); r.code != 0 {
+		t.Fatalf("pause: %s", r)
+	}
+	a.StopStart()
+	<-time.After(time.Until(paused.Add(3 * time.Second))) // the pause lasts 3 s
+	r := runCLI(t, nil, "resume", "--control", control)
+	if r.code != 0 || !strings.Contains(r.stdout, "resumed") {
+		t.Fatalf("resume: %s", r)
+	}
+	back := r.done.Sub(paused)
+	<-time.After(3 * time.Second) // the load goes on after the resume
+
+	f := load.stop()
+	run := restartRun{loadFigures: f, Back: back, Direct: pulse.stop(span{paused, paused.Add(back)}), POSTs: checkPOSTs(f, a.AppliedPOSTs())}
+	t.Logf("pause, uwsgi stop+start, resume: %s", run)
+	requireRecovery(t, run, 1500*time.Millisecond)
 }
 
 // firstIDs returns the first few of ids, sorted.

@@ -43,7 +43,7 @@ func TestRestartRecoveryBench(t *testing.T) {
 					a := newAppServer(t, sc.server)
 					var url string
 					if target == "turnout" {
-						url = startTurnoutOnDefaults(t, "unix:"+a.Sock)
+						url, _ = startTurnoutOnDefaults(t, "unix:"+a.Sock)
 					} else {
 						url = startNginx(t, a.Sock)
 					}
