@@ -631,8 +631,9 @@ type appServerRestart struct {
 	slack time.Duration
 }
 
-// appServerRestarts are the restarts users of uwsgi and gunicorn do, as
-// issue 19 lists them; the first one, without a restart, checks the harness.
+// appServerRestarts are the restarts users of uwsgi and gunicorn do: those
+// issue 19 lists, and gunicorn's graceful reload; the first one, without a
+// restart, checks the harness.
 var appServerRestarts = []appServerRestart{
 	{"uwsgi/no restart", appServerSpec{Kind: uwsgi}, nil, 1500 * time.Millisecond},
 	{"uwsgi/stop+start", appServerSpec{Kind: uwsgi}, stopStart, 1500 * time.Millisecond},
@@ -640,6 +641,7 @@ var appServerRestarts = []appServerRestart{
 	{"uwsgi/SIGHUP", appServerSpec{Kind: uwsgi}, sighup, 1500 * time.Millisecond},
 	{"gunicorn backlog 64/SIGTERM+start", appServerSpec{Kind: gunicorn, Backlog: 64}, stopStart, 1500 * time.Millisecond},
 	{"gunicorn/SIGTERM+start", appServerSpec{Kind: gunicorn}, stopStart, time.Second},
+	{"gunicorn backlog 64/SIGHUP", appServerSpec{Kind: gunicorn, Backlog: 64}, sighup, 1500 * time.Millisecond},
 }
 
 // TestAppServerRestarts is issue 19's proof: turnout on its defaults in front
