@@ -526,13 +526,16 @@ func (r restartRun) String() string {
 // each answer's span.
 type directPulse struct {
 	quit, done chan struct{}
+	end        sync.Once
 	spans      []span // written by the pulse's goroutine until done
 }
 
 type span struct{ start, end time.Time }
 
-func startDirectPulse(sock string) *directPulse {
+// startDirectPulse starts the pulse; it ends with stop, or with the test.
+func startDirectPulse(t *testing.T, sock string) *directPulse {
 	p := &directPulse{quit: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { p.stop(span{}) })
 	go func() {
 		defer close(p.done)
 		for {
@@ -553,7 +556,7 @@ func startDirectPulse(sock string) *directPulse {
 // stop ends the pulse and returns its slowest answer that neither started
 // nor ended during the restart.
 func (p *directPulse) stop(restart span) time.Duration {
-	close(p.quit)
+	p.end.Do(func() { close(p.quit) })
 	<-p.done
 	var slowest time.Duration
 	for _, s := range p.spans {
@@ -573,18 +576,20 @@ const loadRate = 200
 func restartUnderLoad(t *testing.T, url string, a *appServer, restart restartStyle) restartRun {
 	t.Helper()
 	load := startIDLoad(t, url, loadRate)
-	pulse := startDirectPulse(a.Sock)
+	pulse := startDirectPulse(t, a.Sock)
 	load.waitAnswered(t, loadRate)
 	var back time.Duration
 	since := time.Now()
 	if restart != nil {
 		quit := make(chan struct{})
+		endWatch := sync.OnceFunc(func() { close(quit) })
+		defer endWatch() // also when restart ends the test
 		backC := watchBack(a.Sock, since, quit)
 		restart(a)
 		select {
 		case back = <-backC:
 		case <-time.After(30 * time.Second):
-			close(quit)
+			endWatch()
 			back = <-backC
 			t.Errorf("%s did not come back within 30 s", a.Spec)
 		}
@@ -692,7 +697,7 @@ func TestPauseWhileAppServerRestarts(t *testing.T) {
 	a := newAppServer(t, appServerSpec{Kind: uwsgi})
 	url, control := startTurnoutOnDefaults(t, "unix:"+a.Sock)
 	load := startIDLoad(t, url+"/work", loadRate)
-	pulse := startDirectPulse(a.Sock)
+	pulse := startDirectPulse(t, a.Sock)
 	load.waitAnswered(t, loadRate)
 
 	paused := time.Now()
@@ -718,4 +723,16 @@ func TestPauseWhileAppServerRestarts(t *testing.T) {
 func firstIDs(ids []string) []string {
 	slices.Sort(ids)
 	return ids[:min(len(ids), 5)]
+}
+
+// TestCheckPOSTs checks the harness's own accounting of POSTs against the
+// app's record.
+func TestCheckPOSTs(t *testing.T) {
+	sent := loadFigures{posts: map[string]bool{"p-1": true, "p-3": true, "p-5": false, "p-7": true, "p-9": false}}
+	applied := map[string]int{"p-1": 1, "p-3": 2, "p-5": 1, "p-11": 1}
+	got := checkPOSTs(sent, applied)
+	want := postCheck{Lost: []string{"p-7"}, Twice: []string{"p-3 ×2"}, Unknown: []string{"p-11"}, FailedButApplied: []string{"p-5"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("checkPOSTs = %+v, want %+v", got, want)
+	}
 }
