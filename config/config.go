@@ -101,6 +101,11 @@ type Proxy struct {
 	// InterceptErrors replaces the app's own 5xx responses by the maintenance
 	// page (keeping their status). Default false: they pass untouched.
 	InterceptErrors bool `toml:"intercept_errors"`
+	// UnderscoresInHeaders forwards request header fields whose names hold
+	// an underscore (X_Forwarded_For). Default false: they are dropped, as
+	// nginx does, because CGI and WSGI servers read "_" and "-" alike, so
+	// Content_Length could pass for Content-Length behind turnout's back.
+	UnderscoresInHeaders bool `toml:"underscores_in_headers"`
 }
 
 // Switch holds the switch protocol settings.

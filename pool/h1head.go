@@ -37,8 +37,17 @@ func (c *h1Conn) readResponse(req *http.Request, reply *Reply) (bodyLen int64, e
 		}
 	}
 	reply.Response, err = http.ReadResponse(c.br, req)
+	if err == nil && !httpsyntax.TokenNames(reply.Response.Header) {
+		reply.Response = nil
+		return -1, ErrBadFieldName
+	}
 	return -1, err
 }
+
+// ErrBadFieldName is a response with a header field name that is not a
+// token, whitespace before its colon above all (RFC 9112 section 5.1):
+// the response is refused (502) rather than passed on.
+var ErrBadFieldName = errors.New("upstream response with whitespace or another invalid byte in a header field name")
 
 // errLongHead sends a response head to http.ReadResponse: it is larger
 // than the buffer, or its lines end in a bare LF.

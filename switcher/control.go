@@ -44,6 +44,29 @@ const (
 // maxControlBody bounds a request body of the control API.
 const maxControlBody = 64 << 10
 
+// controlTimeouts bound every connection of the control API (and of the
+// metrics listener), on the unix socket and on TCP, answered 401 or not:
+// its request head, its request body, and its wait for a next request. No
+// write timeout: a streamed switch answers for as long as the switch runs.
+type controlTimeouts struct {
+	header, body, idle time.Duration
+}
+
+var defaultControlTimeouts = controlTimeouts{header: 10 * time.Second, body: 10 * time.Second, idle: 60 * time.Second}
+
+// bodyDeadline gives a request with a body that long to send it, from when
+// its head was read: a client that stops halfway has its connection closed,
+// whether the handler reads the body (decodeBody, which then lifts the
+// deadline) or not (a 401: net/http reads what is left before it answers).
+func bodyDeadline(next http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // ndjson is the media type of a streamed switch.
 const ndjson = "application/x-ndjson"
 
@@ -482,6 +505,12 @@ func switchError(err error) *apiError {
 // that hangs up, which cancels the request's context.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+	if err == nil {
+		// The body is in: lift bodyDeadline's deadline, which would
+		// otherwise end the request (a switch that streams its progress)
+		// through net/http's read in the background.
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

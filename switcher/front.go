@@ -58,6 +58,7 @@ func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, heade
 		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),
 	}
+	f.handoff.logger = logger
 	go std.Serve(f.handoff)
 	return f
 }
@@ -618,6 +619,8 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 			}
 			if req.Host == "" {
 				req.Host = value
+			} else if !httpsyntax.SameName(value, req.Host) {
+				return nil // an absolute target's host differs: a vettedConn refuses it
 			}
 			continue // http.Request keeps it in Host, not in Header
 		case "Content-Length":
@@ -671,6 +674,9 @@ func (fc *frontConn) parseTarget(req *http.Request, target string) bool {
 		req.URL = &fc.url
 		return true
 	}
+	if why, _, _ := vetTarget(req.Method, target); why != "" {
+		return false // a vettedConn refuses it
+	}
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
 		return false
@@ -689,7 +695,7 @@ func plainTarget(target string) bool {
 
 var (
 	pathBytes  = httpsyntax.NewSet("-._~$&+,/:;=@")
-	queryBytes = httpsyntax.NewSet("-._~!$&'()*+,;=:@/?%#\"<>[]\\^`{|}")
+	queryBytes = httpsyntax.NewSet("-._~!$&'()*+,;=:@/?%\"<>[]\\^`{|}") // no '#': a fragment is refused
 	// hostBytes: what a host and port may hold; net/http judges the rest.
 	hostBytes = httpsyntax.NewSet("-._~:[]!$&'()*+,;=%")
 )
@@ -957,11 +963,12 @@ var cachedDate atomic.Pointer[dateText]
 // handoffListener hands connections that the front will not serve, with the
 // bytes it already read from them, to net/http's server.
 type handoffListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-	mu   sync.Mutex
-	addr net.Addr
+	logger hclog.Logger
+	ch     chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	addr   net.Addr
 }
 
 func newHandoffListener() *handoffListener {
@@ -976,7 +983,7 @@ func (l *handoffListener) setAddr(a net.Addr) {
 
 // push hands c over; the bytes buffered in cr are read first.
 func (l *handoffListener) push(c net.Conn, cr *connReader) {
-	pc := &prefixConn{Conn: c, prefix: bytes.Clone(cr.buffered())}
+	pc := &vettedConn{Conn: c, logger: l.logger, buf: bytes.Clone(cr.buffered())}
 	cr.close()
 	select {
 	case l.ch <- pc:
@@ -1003,19 +1010,4 @@ func (l *handoffListener) Addr() net.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.addr
-}
-
-// prefixConn is a connection whose first bytes were already read.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }

@@ -110,6 +110,7 @@ func (s *leanScratch) forward1xx(code int, header http.Header) error {
 // the body's length.
 func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
 	trusted := s.fromTrustedProxy(r)
+	underscores := s.settings.Load().cfg.Proxy.UnderscoresInHeaders
 	listed := connectionListed(r.Header)
 	uri := r.RequestURI
 	if uri == "" || uri[0] != '/' && uri != "*" {
@@ -122,7 +123,7 @@ func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
 	b = append(b, r.Host...)
 	b = append(b, "\r\n"...)
 	for k, vv := range r.Header {
-		if hopByHop(k) || listed[k] {
+		if hopByHop(k) || listed[k] || !underscores && strings.IndexByte(k, '_') >= 0 {
 			continue
 		}
 		switch k {

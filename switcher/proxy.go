@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pages"
 	"github.com/turnout/turnout/pool"
 )
@@ -86,7 +86,11 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The pool a request is counted under is the active one when it starts,
 	// or none when maintenance mode answers it.
 	var pm *poolMetrics
-	if m := s.maintenance.Load(); m.on {
+	if rec != nil && checkRequest(w, r) {
+		// net/http parsed it (TLS, HTTP/2, a connection the front handed
+		// over): the request rules it may still break are checked here.
+		pm = s.mx.pools[noPool]
+	} else if m := s.maintenance.Load(); m.on {
 		pm = s.mx.pools[noPool]
 		s.mx.maintenance[reasonMaintenanceMode].Inc()
 		msg := m.message
@@ -116,6 +120,13 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Switcher) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = upstreamHost
+	if !s.settings.Load().cfg.Proxy.UnderscoresInHeaders {
+		for k := range pr.Out.Header {
+			if strings.IndexByte(k, '_') >= 0 {
+				delete(pr.Out.Header, k) // see underscores_in_headers
+			}
+		}
+	}
 	trusted := s.fromTrustedProxy(pr.In)
 	if trusted {
 		if v := pr.In.Header["X-Forwarded-For"]; len(v) > 0 {
@@ -161,6 +172,9 @@ func isTimeout(err error) bool {
 var errBadUpgrade = errors.New("upstream switched protocols unasked")
 
 func (s *Switcher) modifyResponse(resp *http.Response) error {
+	if !httpsyntax.TokenNames(resp.Header) {
+		return pool.ErrBadFieldName
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		asked := resp.Request.Header.Get("Upgrade")
 		if asked == "" || resp.Request.ProtoMajor != 1 || !strings.EqualFold(asked, resp.Header.Get("Upgrade")) {
@@ -191,6 +205,10 @@ func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error)
 			msg = p.message
 		}
 		s.writePage(w, r, http.StatusServiceUnavailable, msg)
+	case errors.As(err, new(*clientBodyError)) && !isTimeout(err):
+		s.logger.Debug("bad request body", "error", err, "path", r.URL.Path)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "the request body is malformed or was cut short", http.StatusBadRequest)
 	case errors.As(err, &intercepted):
 		s.writePage(w, r, intercepted.status, "")
 	case isTimeout(err):
@@ -247,7 +265,7 @@ func replayable(req *http.Request) (*replayableBody, error) {
 	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && pool.Idempotent(req) {
 		data, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength))
 		if err != nil {
-			return nil, fmt.Errorf("read the request body: %w", err)
+			return nil, &clientBodyError{err}
 		}
 		b.kept = data
 	}
@@ -278,8 +296,19 @@ func (b *replayableBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.read.Store(true)
 	}
+	if err != nil && err != io.EOF {
+		err = &clientBodyError{err}
+	}
 	return n, err
 }
+
+// clientBodyError is a failure to read the client's request body (a
+// malformed chunked body, a cut connection): the client's fault, answered
+// 400, not 502.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "read the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
 
 func (b *replayableBody) Close() error { return nil }
 

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 )
 
 // Addrs are the addresses the daemon listens on, known once it is ready
@@ -113,7 +112,13 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		}
 		lns = append(lns, ln)
 		ext.addr(&addrs, ln.Addr().String())
-		srv := &http.Server{Handler: ext.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+		ct := s.controlTimeouts
+		srv := &http.Server{
+			Handler:           bodyDeadline(ext.handler, ct.body),
+			ReadHeaderTimeout: ct.header,
+			IdleTimeout:       ct.idle,
+			ErrorLog:          errorLog,
+		}
 		servers = append(servers, srv)
 		todo = append(todo, served{func() error { return srv.Serve(ln) }, ln.Addr()})
 	}

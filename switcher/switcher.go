@@ -67,6 +67,8 @@ type Switcher struct {
 
 	version string
 	mx      *metrics
+
+	controlTimeouts controlTimeouts // of the control API and metrics connections; tests shorten them
 }
 
 // settings is the request path's view of the config.
@@ -89,7 +91,8 @@ func New(o Options) (*Switcher, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	s := &Switcher{logger: o.Logger, store: o.Store, pools: make(map[string]*pool.Pool), version: o.Version}
+	s := &Switcher{logger: o.Logger, store: o.Store, pools: make(map[string]*pool.Pool), version: o.Version,
+		controlTimeouts: defaultControlTimeouts}
 	st, err := newSettings(o.Config)
 	if err != nil {
 		return nil, err

@@ -33,6 +33,18 @@ func Token[T Text](s T) bool {
 	return true
 }
 
+// TokenNames reports whether every name of a parsed header is a token.
+// net/http's parsers keep a field whose name ends in whitespace ("Name :"),
+// which RFC 9112 section 5.1 forbids: a proxy must not pass it on.
+func TokenNames(h map[string][]string) bool {
+	for k := range h {
+		if !Token(k) {
+			return false
+		}
+	}
+	return true
+}
+
 // FieldValue reports whether s holds no control character but tab.
 //
 // It looks at eight bytes at a time: a word with no byte below 0x20 and
