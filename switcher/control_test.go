@@ -52,6 +52,13 @@ func ctlBackend(t *testing.T, name string, down *atomic.Bool) string {
 // controlListen, when set, also serves the control API on that TCP address.
 func ctlStart(t *testing.T, controlListen string) *ctlDaemon {
 	t.Helper()
+	return ctlStartWith(t, controlListen, nil)
+}
+
+// ctlStartWith is ctlStart with prepare called on the Switcher before it
+// serves (to shorten its internal timeouts).
+func ctlStartWith(t *testing.T, controlListen string, prepare func(*Switcher)) *ctlDaemon {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "tc") // short: unix socket paths max 108 bytes
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +105,9 @@ servers = [%q, %q]
 	d.sw, err = New(Options{Config: cfg, Store: store})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(d.sw)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Addrs, 1)
@@ -505,4 +515,80 @@ func TestControlSocketReplacesStale(t *testing.T) {
 		t.Fatalf("listen over a stale socket: %v", err)
 	}
 	ln.Close()
+}
+
+// Every control connection is closed once it has taken too long: one that
+// stops halfway through its body (on the unix socket, and on TCP where it
+// gets 401 without its body being read), one that stops halfway through its
+// head, and one that waits for a next request. A streamed switch that
+// lasts longer than all of them is not cut.
+func TestControlConnectionsTimeOut(t *testing.T) {
+	tcp := reservedAddr(t)
+	d := ctlStartWith(t, tcp, func(s *Switcher) {
+		s.controlTimeouts = controlTimeouts{header: 300 * time.Millisecond, body: 300 * time.Millisecond, idle: 300 * time.Millisecond}
+	})
+	for _, tc := range []struct {
+		name, network, addr, raw string
+		answered                 bool // an answer comes before the close
+	}{
+		{"half a body", "unix", d.addrs.Control, "POST /v1/maintenance HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"on\"", true},
+		{"half a body, 401", "tcp", tcp, "POST /v1/switch HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"to\"", false},
+		{"half a head", "unix", d.addrs.Control, "GET /v1/status HTTP/1.1\r\nHost: t\r\n", false},
+		{"half a head, TCP", "tcp", tcp, "GET /v1/status HTTP/1.1\r\n", false},
+		{"idle after an answer", "unix", d.addrs.Control, "GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n", true},
+		{"idle after a 401", "tcp", tcp, "GET /v1/status HTTP/1.1\r\nHost: t\r\n\r\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial(tc.network, tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second)) // far past the timeouts: a wait for the close, not a timed test
+			if _, err := io.WriteString(c, tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			if tc.answered {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+			}
+			if _, err := io.Copy(io.Discard, br); err != nil {
+				t.Fatalf("the connection was not closed by the daemon: %v", err)
+			}
+		})
+	}
+
+	// A streamed switch outlives every timeout: B warms for longer.
+	d.bDown.Store(true)
+	c, err := net.Dial("unix", d.addrs.Control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	body := `{"to":"B","timeout":"5s"}`
+	fmt.Fprintf(c, "POST /v1/switch HTTP/1.1\r\nHost: t\r\nAccept: %s\r\nContent-Length: %d\r\n\r\n%s", ndjson, len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for progress := 0; sc.Scan(); {
+		if strings.Contains(sc.Text(), `"progress"`) {
+			if progress++; progress == 30 { // 30 × warm_interval (20ms): past the timeouts
+				d.bDown.Store(false)
+			}
+		}
+		if strings.Contains(sc.Text(), `"type":"result"`) {
+			if !strings.Contains(sc.Text(), `"result":"switched"`) {
+				t.Fatalf("the streamed switch ended with %s", sc.Text())
+			}
+			return
+		}
+	}
+	t.Fatalf("the stream ended without a result: %v", sc.Err())
 }
