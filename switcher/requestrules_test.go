@@ -151,7 +151,7 @@ func TestUnderscoresInHeaders(t *testing.T) {
 		}
 		h := startSwitcher(t, base, []string{back.addr}, []string{back.addr})
 		for _, raw := range []string{
-			"GET / HTTP/1.1\r\nHost: x\r\n" + fields + "\r\n",                                        // lean
+			"GET / HTTP/1.1\r\nHost: x\r\n" + fields + "\r\n",                                         // lean
 			"POST / HTTP/1.1\r\nHost: x\r\n" + fields + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", // ReverseProxy
 		} {
 			if statuses, _ := sendRaw(t, h.addrs.Proxy[0], raw+"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); len(statuses) != 2 || statuses[0] != 200 {
@@ -233,7 +233,7 @@ func TestResponseRules(t *testing.T) {
 			back := scriptedBackend(t, tc.resp)
 			h := startSwitcher(t, "", []string{back}, []string{back})
 			for _, raw := range []string{
-				"GET / HTTP/1.1\r\nHost: x\r\n\r\n", // lean
+				"GET / HTTP/1.1\r\nHost: x\r\n\r\n",                                         // lean
 				"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", // ReverseProxy
 			} {
 				statuses, _ := sendRaw(t, h.addrs.Proxy[0], raw+"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
