@@ -286,7 +286,12 @@ func (c *vettedConn) Read(p []byte) (int, error) {
 			continue
 		}
 		if err := c.fill(); err != nil {
-			return 0, err
+			if len(c.buf) == 0 || isTimeout(err) {
+				return 0, err // a deadline of net/http's: the next read goes on
+			}
+			// The connection ends with part of a head or line: net/http
+			// gets it, and fails on the end as it would have.
+			c.state = vetOpen
 		}
 	}
 }

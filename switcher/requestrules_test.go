@@ -291,3 +291,35 @@ func TestVettedConnPassesBytesAsTheyCome(t *testing.T) {
 		t.Errorf("refused: got %q, %v; want %q", got, err, want)
 	}
 }
+
+// FuzzVettedConn: whatever comes, a vettedConn gives net/http the bytes as
+// they came, up to a head it refuses, which it replaces by refusedHead and
+// ends there.
+func FuzzVettedConn(f *testing.F) {
+	f.Add("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", uint8(3))
+	f.Add("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", uint8(1))
+	f.Fuzz(func(t *testing.T, stream string, piece uint8) {
+		a, b := net.Pipe()
+		go func() {
+			for s := stream; s != ""; {
+				n := min(int(piece)+1, len(s))
+				if _, err := a.Write([]byte(s[:n])); err != nil {
+					break
+				}
+				s = s[n:]
+			}
+			a.Close()
+		}()
+		got, err := io.ReadAll(&vettedConn{Conn: b, logger: hclog.NewNullLogger()})
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := string(got); s != stream {
+			passed, refused := strings.CutSuffix(s, string(refusedHead))
+			if !refused || !strings.HasPrefix(stream, passed) {
+				t.Fatalf("%q came out as %q", stream, got)
+			}
+		}
+	})
+}
