@@ -588,6 +588,27 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 
 // A server whose lines end in a bare LF, as some old ones do, is answered
 // by http.ReadResponse, not left waiting for a CRLF that never comes.
+// A response with both Transfer-Encoding and Content-Length is read by
+// Transfer-Encoding, and its connection is not used again: what the server
+// meant by the other is unknown.
+func TestLeanPathDropsAConnectionFramedTwice(t *testing.T) {
+	addr, accepted := rawServer(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		for readRequest(c) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+		}
+	})
+	p := newTestPool(t, spec(addr, 1))
+	for i := range 2 {
+		if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections for 2 requests, want 2: one framed twice was used again", n)
+	}
+}
+
 func TestLeanPathReadsBareLFResponses(t *testing.T) {
 	addr, _ := rawServer(t, func(_ int64, c net.Conn) {
 		defer c.Close()

@@ -41,7 +41,33 @@ func (c *h1Conn) readResponse(req *http.Request, reply *Reply) (bodyLen int64, e
 		reply.Response = nil
 		return -1, ErrBadFieldName
 	}
+	if err == nil && head != nil && framedTwice(head) {
+		// http.ReadResponse reads the body as Transfer-Encoding says and
+		// forgets the Content-Length; the server may have meant the
+		// other, so nothing more is read from this connection (RFC 9112
+		// section 6.3).
+		reply.Response.Close = true
+	}
 	return -1, err
+}
+
+// framedTwice reports whether head has both a Transfer-Encoding and a
+// Content-Length field.
+func framedTwice(head []byte) bool {
+	var encoding, length bool
+	for rest := head; len(rest) > 0; {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		if colon := bytes.IndexByte(line, ':'); colon > 0 {
+			switch httpsyntax.FieldKind(line[:colon]) {
+			case httpsyntax.TransferEncodingField:
+				encoding = true
+			case httpsyntax.LengthField:
+				length = true
+			}
+		}
+	}
+	return encoding && length
 }
 
 // ErrBadFieldName is a response with a header field name that is not a

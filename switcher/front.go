@@ -33,7 +33,8 @@ import (
 // connection whose next request needs more — an upgrade, Expect, a chunked or
 // large body, HTTP/2 prior knowledge, a head larger than the read buffer — is
 // handed, with the bytes already read, to net/http's server (std) for the rest
-// of its life, so every protocol feature stays net/http's.
+// of its life, so every protocol feature stays net/http's; a vettedConn holds
+// every head net/http reads there to the request rules (requestrules.go).
 //
 // Unlike net/http, the front does not read the connection in the background
 // during every request to notice a client that goes away; it does so only

@@ -99,13 +99,6 @@ type harness struct {
 // startSwitcher serves a config made of base settings and the two pools.
 func startSwitcher(t testing.TB, base string, poolA, poolB []string) *harness {
 	t.Helper()
-	return startSwitcherWith(t, base, poolA, poolB, nil)
-}
-
-// startSwitcherWith is startSwitcher with prepare called on the Switcher
-// before it serves (to shorten its internal timeouts).
-func startSwitcherWith(t testing.TB, base string, poolA, poolB []string, prepare func(*Switcher)) *harness {
-	t.Helper()
 	dir := t.TempDir()
 	sock, err := os.MkdirTemp("", "ts")
 	if err != nil {
@@ -137,9 +130,6 @@ servers = [%s]
 	sw, err := New(Options{Config: cfg, Store: store})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if prepare != nil {
-		prepare(sw)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Addrs, 1)

@@ -296,6 +296,16 @@ func (c *vettedConn) Read(p []byte) (int, error) {
 	}
 }
 
+// CloseWrite lets net/http end its side of the connection first after a
+// refusal, so that the client reads the 400 before the close, as with the
+// connections it accepts itself.
+func (c *vettedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 // consume drops n bytes given to net/http.
 func (c *vettedConn) consume(n int) {
 	c.buf = c.buf[n:]

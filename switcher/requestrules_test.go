@@ -65,16 +65,18 @@ func TestRequestRules(t *testing.T) {
 		{"plain", ok, []int{200}, false, 1},
 		// Framing (RFC 9112 section 6): refused, and the connection ends.
 		{"CL and TE", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{400}, true, 0},
+		{"CL and TE, a large body", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n40000\r\n" + strings.Repeat("b", 256<<10), []int{400}, true, 0},
 		{"TE and CL", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", []int{400}, true, 0},
 		{"chunked HTTP/1.0 smuggling a request", "POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\nGET /smuggled HTTP/1.0\r\nHost: x\r\n\r\n", []int{400}, true, 0},
 		{"two equal Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", []int{400}, true, 0},
 		{"two Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", []int{400}, true, 0},
 		{"bad Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx", []int{400}, true, 0},
-		{"malformed chunked body", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", []int{400}, true, -1},
 		{"chunked body then CL and TE", chunk + "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{200, 400}, true, 1},
 		{"chunked body, chunk extension, trailer, then a plain request", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: v\r\n\r\n" + ok, []int{200, 200}, false, 2},
 		{"large head then CL and TE", "GET / HTTP/1.1\r\nHost: x\r\nCookie: " + big + "\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{200, 400}, true, 1},
 		{"bare LF head with CL and TE", "POST / HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\n\n", []int{400}, true, 0},
+		{"two codings", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{501}, true, 0},
+		{"Chunked, any case", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n", []int{200}, false, 1},
 		{"unknown coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", []int{501}, true, 0},
 		// Fields (RFC 9112 section 5).
 		{"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", []int{400}, true, 0},
@@ -105,6 +107,9 @@ func TestRequestRules(t *testing.T) {
 		{"DEL in the target", "GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", []int{400}, true, 0},
 		{"HTTP/2 line", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", []int{505}, true, 0},
 		{"garbage", "GARBAGE\r\n\r\n", []int{400}, true, 0},
+		// Last: the backend may count this one after its answer, as the
+		// upstream request's head goes out before the body fails.
+		{"malformed chunked body", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", []int{400}, true, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := back.hits.Load()
@@ -227,6 +232,7 @@ func TestResponseRules(t *testing.T) {
 		{"no colon", "HTTP/1.1 200 OK\r\nX-A\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 502},
 		{"NUL", "HTTP/1.1 200 OK\r\nX-A: a\x00\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 502},
 		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok", 502},
+		{"obs-fold, folded into a space", "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 200},
 		{"CL and TE", "HTTP/1.1 200 OK\r\nContent-Length: 20\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n", 200},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
