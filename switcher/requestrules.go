@@ -207,7 +207,7 @@ func checkRequest(w http.ResponseWriter, r *http.Request) bool {
 // vets each request head that goes through it (vetHead) before net/http
 // reads it, following the framing of the bodies in between. A head it
 // refuses is replaced by a line net/http answers 400 Bad Request, closing
-// the connection; nothing after it is read. After a head whose connection
+// the connection; nothing after it reaches net/http. After a head whose connection
 // leaves HTTP/1 (an upgrade, HTTP/2), or that net/http refuses itself, the
 // bytes go through unvetted.
 type vettedConn struct {
@@ -258,7 +258,16 @@ func (c *vettedConn) Read(p []byte) (int, error) {
 				return n, nil
 			}
 			if c.state == vetRefused {
-				return 0, io.EOF
+				// Not the end: net/http would take it for a client that
+				// left and cancel a request still in flight before the
+				// refused one. What comes is dropped until net/http's
+				// deadline ends the read, or the client the connection.
+				for len(p) > 0 {
+					if _, err := c.Conn.Read(p); err != nil {
+						return 0, err
+					}
+				}
+				return 0, nil
 			}
 			return c.Conn.Read(p)
 		case vetBody, vetChunkData:
@@ -377,19 +386,20 @@ func (c *vettedConn) vet() bool {
 			return true
 		case i < 0:
 			return false
-		case i == 0 || b[i-1] != '\r':
-			c.state = vetOpen // net/http refuses a bare LF here
-			return true
 		}
-		line := b[:i-1]
 		c.ready = i + 1
 		if c.state == vetTrailer {
-			if len(line) == 0 {
+			// Trailer lines are header lines: net/http takes a bare LF.
+			if line, _ := headLine(b[:i+1]); len(line) == 0 {
 				c.state = vetHeadState
 			}
 			return true
 		}
-		size, ok := chunkSize(line)
+		if i == 0 || b[i-1] != '\r' {
+			c.state = vetOpen // net/http refuses a bare LF in a chunk-size line
+			return true
+		}
+		size, ok := chunkSize(b[:i-1])
 		switch {
 		case !ok:
 			c.state = vetOpen // net/http refuses the body, and closes
