@@ -213,7 +213,8 @@ func checkRequest(w http.ResponseWriter, r *http.Request) bool {
 type vettedConn struct {
 	net.Conn
 	logger hclog.Logger
-	buf    []byte // read and not yet given to net/http; buf[:ready] is vetted
+	buf    []byte  // read and not yet given to net/http; buf[:ready] is vetted
+	mem    *[]byte // what buf is a window on, once the connection was read; nil while buf is empty
 	ready  int
 	state  vetState
 	left   int64 // bytes of the body or chunk still to go through
@@ -322,14 +323,40 @@ func (c *vettedConn) consume(n int) {
 		c.ready -= n
 	}
 	if len(c.buf) == 0 {
-		c.buf = nil
+		c.release()
 	}
+}
+
+// release gives back the buffer, which holds nothing unvetted: a kept-alive
+// connection that waits holds none.
+func (c *vettedConn) release() {
+	if c.mem != nil && len(*c.mem) == frontBufSize {
+		frontBufs.Put(c.mem)
+	}
+	c.mem, c.buf = nil, nil
 }
 
 // fill reads more of the connection into buf.
 func (c *vettedConn) fill() error {
-	if cap(c.buf)-len(c.buf) < 1024 {
-		c.buf = append(make([]byte, 0, max(4<<10, 2*len(c.buf))), c.buf...)
+	// buf is a window on mem (or, at first, the front's bytes): make room
+	// after it, moving it to mem's start or into a larger buffer.
+	if room := cap(c.buf) - len(c.buf); c.mem == nil || room < 1024 {
+		if c.mem == nil || len(c.buf)+1024 > len(*c.mem) {
+			var m *[]byte
+			if len(c.buf)+1024 <= frontBufSize {
+				m = frontBufs.Get().(*[]byte)
+			} else {
+				b := make([]byte, 2*len(c.buf)+1024)
+				m = &b
+			}
+			c.buf = (*m)[:copy(*m, c.buf)]
+			if c.mem != nil && len(*c.mem) == frontBufSize {
+				frontBufs.Put(c.mem)
+			}
+			c.mem = m
+		} else {
+			c.buf = (*c.mem)[:copy(*c.mem, c.buf)]
+		}
 	}
 	n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
 	c.buf = c.buf[:len(c.buf)+n]
@@ -365,6 +392,7 @@ func (c *vettedConn) vet() bool {
 		why, f := vetHead(b[:end])
 		if why != "" {
 			c.logger.Debug("request refused", "reason", why, "remote", c.RemoteAddr())
+			c.release()
 			c.buf, c.ready, c.state = refusedHead, len(refusedHead), vetRefused
 			return true
 		}

@@ -270,8 +270,9 @@ func checkRules(t *testing.T, head string) {
 func TestVettedConnPassesBytesAsTheyCome(t *testing.T) {
 	stream := "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n" +
 		"\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
+		"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 9<<10) + "\r\n\r\n" +
 		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"
-	for _, piece := range []int{1, 2, 7, 4096} {
+	for _, piece := range []int{1, 2, 7, 1000, 4096, 20000} {
 		a, b := net.Pipe()
 		go func() {
 			for s := stream; s != ""; {
