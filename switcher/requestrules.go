@@ -12,7 +12,7 @@ import (
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
-// The request rules (README: "Request rules"): what turnout refuses of a
+// The request rules (docs/request-rules.md): what turnout refuses of a
 // client's request head beyond what net/http refuses, written once here.
 // vetHead applies them to a raw head; the front's parser takes no head that
 // vetHead refuses (it leaves such a head to net/http, on a vettedConn that

@@ -40,7 +40,7 @@ func sendRaw(t *testing.T, addr, raw string) (statuses []int, closed bool) {
 	}
 }
 
-// The request rules (README: "Request rules"), raw requests over real
+// The request rules (docs/request-rules.md), raw requests over real
 // sockets: what the client gets, whether its connection ends, and how many
 // requests the backend saw.
 func TestRequestRules(t *testing.T) {
