@@ -23,6 +23,9 @@ type TransportOptions struct {
 	// ResponseHeaderTimeout bounds the wait for response headers once the
 	// request is written; past it RoundTrip fails with a timeout error.
 	ResponseHeaderTimeout time.Duration
+	// ReadTimeout bounds each wait for more of a response body that the
+	// lean client reads (Exchange); 0: none.
+	ReadTimeout time.Duration
 	// MaxIdle bounds the idle keep-alive connections kept to the server.
 	MaxIdle int
 }
@@ -151,7 +154,7 @@ func (s *Server) setTransport(o TransportOptions) {
 		return c, nil
 	}
 	t := &transports{
-		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, maxIdle: max(o.MaxIdle, 1)},
+		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, readTimeout: o.ReadTimeout, maxIdle: max(o.MaxIdle, 1)},
 		std: &http.Transport{
 			Proxy: nil,
 			// The URL's host is a placeholder: every connection goes to this server.
@@ -283,7 +286,10 @@ func (s *Server) waitIdle(deadline <-chan time.Time) bool {
 
 func (s *Server) closeIdle() { s.transport.Load().closeIdle() }
 
+// closeUpgraded closes the upgraded connections, and cuts the requests
+// still in flight on the lean client: a drain's time ran out.
 func (s *Server) closeUpgraded() {
+	s.transport.Load().lean.abortBusy()
 	s.mu.Lock()
 	conns := make([]*upgradedConn, 0, len(s.upgraded))
 	for u := range s.upgraded {

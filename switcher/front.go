@@ -46,6 +46,7 @@ type front struct {
 	handoff       *handoffListener
 	headerTimeout time.Duration
 	idleTimeout   time.Duration
+	bodyTimeout   time.Duration // the longest wait for more of a request body
 
 	closing atomic.Bool
 	mu      sync.Mutex // guards conns, which change only as connections open and close
@@ -53,9 +54,9 @@ type front struct {
 	wg      sync.WaitGroup
 }
 
-func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout time.Duration) *front {
+func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout, bodyTimeout time.Duration) *front {
 	f := &front{
-		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
+		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout, bodyTimeout: bodyTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),
 	}
 	go std.Serve(f.handoff)
@@ -192,11 +193,11 @@ type clientWatchKey struct{}
 var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
 
 // watchClient returns a channel that is closed when the client goes away,
-// until the returned stop is called. The request's body must have been
-// read: the watch reads the connection. Inside readable, which holds the
+// after onGone (when not nil) is called, until the returned stop is called.
+// The request's body must have been read: the watch reads the connection. Inside readable, which holds the
 // connection's read side, it reads a duplicate of the socket, which the
 // poller waits on apart from it; what it reads goes to the same buffer.
-func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
+func (fc *frontConn) watchClient(onGone func()) (gone <-chan struct{}, stop func()) {
 	fc.setReadDeadline(time.Time{}) // the idle or header deadline is not the hold's
 	raw, dup := fc.cr.raw, (*os.File)(nil)
 	if fc.fd >= 0 {
@@ -225,6 +226,9 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 			}
 			if err := fc.cr.fillFrom(raw); err != nil {
 				if !isTimeout(err) {
+					if onGone != nil {
+						onGone()
+					}
 					close(left)
 				}
 				return
@@ -494,8 +498,9 @@ func (fc *frontConn) serveRequest(req *http.Request, headLen int) bool {
 		req.Header["X-Request-Id"] = fc.id[:]
 	}
 	if req.ContentLength > int64(len(cr.buffered())) {
-		// The body is still on its way: it has the idle timeout to come.
-		fc.setReadDeadline(time.Now().Add(f.idleTimeout))
+		// The body is still on its way: each of its reads may wait
+		// client_body_timeout (frontBody.Read).
+		fc.setReadDeadline(time.Now().Add(f.bodyTimeout))
 	}
 	w.reset(req)
 	f.handler.ServeHTTP(w, req)
@@ -646,7 +651,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 		req.ProtoMinor == 0 && !httpsyntax.HasToken(connection, "keep-alive")
 	req.ContentLength = length
 	req.Body = http.NoBody
-	fc.body = frontBody{cr: fc.cr, n: length}
+	fc.body = frontBody{fc: fc, n: length}
 	if length > 0 {
 		req.Body = &fc.body
 	}
@@ -695,22 +700,38 @@ var (
 )
 
 // frontBody is a plain request's body: the next n bytes of the connection.
+// Each read that waits for the client may wait client_body_timeout; a
+// failed read fails every later one.
 type frontBody struct {
-	cr *connReader
-	n  int64
+	fc  *frontConn
+	n   int64
+	err error
 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	if b.n <= 0 {
 		return 0, io.EOF
 	}
 	if int64(len(p)) > b.n {
 		p = p[:b.n]
 	}
-	n, err := b.cr.Read(p)
+	fc := b.fc
+	if len(fc.cr.buffered()) == 0 {
+		fc.deadline.Within(fc.c, time.Now(), fc.f.bodyTimeout)
+	}
+	n, err := fc.cr.Read(p)
 	b.n -= int64(n)
-	if err == io.EOF && b.n > 0 {
+	switch {
+	case err == io.EOF && b.n > 0:
 		err = io.ErrUnexpectedEOF
+	case isTimeout(err):
+		err = &bodyTimeoutError{fc.f.bodyTimeout}
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
 	}
 	return n, err
 }

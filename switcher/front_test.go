@@ -248,7 +248,7 @@ func TestFrontSurvivesAPanickingHandler(t *testing.T) {
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second)
+	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second, time.Second)
 	go fr.serve(ln)
 	defer func() {
 		ln.Close()

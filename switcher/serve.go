@@ -81,7 +81,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			p.SetUnencryptedHTTP2(true)
 			std.Protocols = &p
 		}
-		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D())
+		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D(), cfg.Proxy.ClientBodyTimeout.D())
 		fronts = append(fronts, fr)
 		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
 		todo = append(todo, served{func() error { return fr.serve(ln) }, ln.Addr()})
@@ -163,6 +163,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	}
 	for _, p := range s.pools {
 		swg.Add(1)
+		s.upgraded.goAwayOver(p, drain)
 		go func() {
 			defer swg.Done()
 			p.Drain(drain)

@@ -231,6 +231,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	emit(Event{Type: "switched", ID: rec.ID})
 	s.observeSwitch(rec)
 
+	s.upgraded.goAwayOver(run.from, cfg.Proxy.DrainTimeout.D())
 	left := run.from.Drain(cfg.Proxy.DrainTimeout.D())
 	rec.FinishedAt = time.Now().UTC()
 	if err := s.store.Finish(rec.ID, rec.FinishedAt); err != nil {

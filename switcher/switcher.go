@@ -56,6 +56,8 @@ type Switcher struct {
 	pause     atomic.Pointer[pauseRun]
 	resumedAt atomic.Int64 // UnixNano of the last resume
 
+	upgraded upgradeSet // the client sides of upgraded connections (websockets)
+
 	maintenance atomic.Pointer[maintenanceMode]
 	switching   atomic.Pointer[switchRun] // the switch in progress, or nil
 	beginMu     sync.Mutex                // makes a switch's checks and reservation one step
@@ -179,6 +181,7 @@ func transportOptions(cfg *config.Config) pool.TransportOptions {
 	return pool.TransportOptions{
 		DialTimeout:           cfg.Proxy.DialTimeout.D(),
 		ResponseHeaderTimeout: cfg.Proxy.UpstreamTimeout.D(),
+		ReadTimeout:           cfg.Proxy.UpstreamReadTimeout.D(),
 		MaxIdle:               cfg.Proxy.MaxIdlePerServer,
 	}
 }

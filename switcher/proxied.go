@@ -1,0 +1,92 @@
+package switcher
+
+import (
+	"context"
+	"net"
+	"net/http"
+
+	"github.com/turnout/turnout/internal/httpsyntax"
+	"github.com/turnout/turnout/pool"
+)
+
+// proxied is what the ReverseProxy path learns of one request on its way,
+// which httputil.ReverseProxy does not tell its caller: the response body
+// it reads (watched for upstream_read_timeout), and for an upgrade, the
+// server that took it.
+type proxied struct {
+	s         *Switcher
+	body      *watchedBody
+	want      int64 // the response's announced length (-1: none)
+	websocket bool
+	server    *pool.Server // set when the server switched protocols
+}
+
+type proxiedKey struct{}
+
+// serveProxy serves r through httputil.ReverseProxy. It returns a
+// *cutError for a response cut short, which ReverseProxy reports by
+// panicking with http.ErrAbortHandler.
+func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *recorder) (note error) {
+	st := &proxied{s: h.s, want: -1}
+	if len(r.Header["Upgrade"]) > 0 {
+		for _, v := range r.Header["Upgrade"] {
+			st.websocket = st.websocket || httpsyntax.HasToken(v, "websocket")
+		}
+		if rec != nil {
+			rec.upgrade = st
+		}
+	}
+	r = r.WithContext(context.WithValue(r.Context(), proxiedKey{}, st))
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				panic(p)
+			}
+			note = st.cut()
+		}
+	}()
+	h.rp.ServeHTTP(w, r)
+	return nil
+}
+
+// cut says why ReverseProxy gave up on the response: the upstream's read
+// failed, or else the client's write did.
+func (st *proxied) cut() *cutError {
+	if st.body == nil {
+		return &cutError{why: "response aborted", want: -1}
+	}
+	sent, err := st.body.failure()
+	if err == nil {
+		return &cutError{why: "client went away", sent: sent, want: st.want}
+	}
+	return &cutError{why: cutReason(err, st.s.Config().Proxy.UpstreamReadTimeout.D()), sent: sent, want: st.want}
+}
+
+// watchResponse bounds the waits for a response body on the ReverseProxy
+// path by upstream_read_timeout; an upgraded connection has none.
+func (s *Switcher) watchResponse(resp *http.Response) {
+	st, _ := resp.Request.Context().Value(proxiedKey{}).(*proxied)
+	if st == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		return
+	}
+	st.body = newWatchedBody(resp.Body, s.Config().Proxy.UpstreamReadTimeout.D())
+	st.want = resp.ContentLength
+	resp.Body = st.body
+}
+
+// upgradedOn notes the server that switched protocols for req.
+func upgradedOn(req *http.Request, srv *pool.Server) {
+	if st, _ := req.Context().Value(proxiedKey{}).(*proxied); st != nil {
+		st.server = srv
+	}
+}
+
+// track hands the client connection of an upgrade, taken from net/http,
+// to the switcher's upgraded set (websocket.go), which closes it when a
+// drain needs it closed.
+func (st *proxied) track(c net.Conn) net.Conn {
+	if st.server == nil {
+		return c
+	}
+	return st.s.upgraded.add(c, st.server, st.websocket)
+}
