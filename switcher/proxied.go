@@ -2,6 +2,7 @@ package switcher
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 
@@ -15,6 +16,7 @@ import (
 // server that took it.
 type proxied struct {
 	s         *Switcher
+	reqBody   *timedBody // the request's body, when net/http reads one
 	body      *watchedBody
 	want      int64 // the response's announced length (-1: none)
 	websocket bool
@@ -28,6 +30,7 @@ type proxiedKey struct{}
 // panicking with http.ErrAbortHandler.
 func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *recorder) (note error) {
 	st := &proxied{s: h.s, want: -1}
+	st.reqBody, _ = r.Body.(*timedBody)
 	if len(r.Header["Upgrade"]) > 0 {
 		for _, v := range r.Header["Upgrade"] {
 			st.websocket = st.websocket || httpsyntax.HasToken(v, "websocket")
@@ -72,6 +75,18 @@ func (s *Switcher) watchResponse(resp *http.Response) {
 	st.body = newWatchedBody(resp.Body, s.Config().Proxy.UpstreamReadTimeout.D())
 	st.want = resp.ContentLength
 	resp.Body = st.body
+}
+
+// bodyTimedOut reports whether err, or the failure behind it, is the
+// request body's client_body_timeout: net/http's transport may report
+// instead the request's context, which net/http's server cancels when a
+// read of the connection fails.
+func bodyTimedOut(r *http.Request, err error) bool {
+	if errors.As(err, new(*bodyTimeoutError)) {
+		return true
+	}
+	st, _ := r.Context().Value(proxiedKey{}).(*proxied)
+	return st != nil && st.reqBody != nil && st.reqBody.expired()
 }
 
 // upgradedOn notes the server that switched protocols for req.

@@ -191,8 +191,8 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var intercepted *interceptedError
 	switch {
-	case errors.As(err, new(*bodyTimeoutError)):
-		answerBodyError(w, err)
+	case bodyTimedOut(r, err):
+		answerBodyError(w, &bodyTimeoutError{s.Config().Proxy.ClientBodyTimeout.D()})
 	case r.Context().Err() != nil, errors.Is(err, errClientGone):
 		// The client went away; nobody reads an answer.
 		w.WriteHeader(499)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,30 +43,50 @@ func answerBodyError(w http.ResponseWriter, err error) {
 // timedBody bounds the gaps in a request body that net/http's server reads
 // (chunked, larger than the front takes, or on a connection handed to
 // net/http), which has a timeout for the whole request only: each read may
-// wait d.
+// wait d. Read runs on the goroutine of whoever sends the body (net/http's
+// transport writes it on its own); expired may be asked from another.
 type timedBody struct {
 	rc  io.ReadCloser
 	ctl *http.ResponseController
 	d   time.Duration
 	err error
+
+	until atomic.Int64 // while a read waits: its deadline, in Unix nanoseconds
 }
 
 func (b *timedBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	b.ctl.SetReadDeadline(time.Now().Add(b.d))
+	until := time.Now().Add(b.d)
+	b.until.Store(until.UnixNano())
+	b.ctl.SetReadDeadline(until)
 	n, err := b.rc.Read(p)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The deadline stays: net/http's server, which would read the
+		// rest of the body before it closes, gives up at once.
+		err = &bodyTimeoutError{b.d}
+		b.err = err
+	case err != nil:
 		// net/http reads the connection in the background once the body
 		// has ended: with no deadline, as it set none.
 		b.ctl.SetReadDeadline(time.Time{})
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = &bodyTimeoutError{b.d}
-		}
+		b.until.Store(0)
 		b.err = err
+	default:
+		b.until.Store(0)
 	}
 	return n, err
+}
+
+// expired reports whether a read of the body has waited past its deadline
+// (and failed, or is about to). net/http's server cancels the request's
+// context as the read fails, so that the transport may report that
+// instead of the read's error.
+func (b *timedBody) expired() bool {
+	until := b.until.Load()
+	return until != 0 && time.Now().UnixNano() >= until
 }
 
 func (b *timedBody) Close() error { return b.rc.Close() }
@@ -93,6 +114,8 @@ func cutReason(err error, readTimeout time.Duration) string {
 		return "upstream closed"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, errUpstreamStalled):
 		return fmt.Sprintf("upstream sent nothing for %v (upstream_read_timeout)", readTimeout)
+	case isTimeout(err):
+		return "cut at drain_timeout" // pool's abort: the only other timeout of a body read
 	}
 	return "upstream failed: " + err.Error()
 }
