@@ -126,8 +126,8 @@ const (
 // durationFloors is the floor of each duration key, by its last part.
 var durationFloors = map[string]time.Duration{
 	"interval": floorUpstream, "standby_interval": floorUpstream, "warm_interval": floorUpstream,
-	"dial_timeout": floorUpstream, "upstream_timeout": floorUpstream,
-	"client_header_timeout": floorClient, "client_idle_timeout": floorClient,
+	"dial_timeout": floorUpstream, "upstream_timeout": floorUpstream, "upstream_read_timeout": floorUpstream,
+	"client_header_timeout": floorClient, "client_idle_timeout": floorClient, "client_body_timeout": floorClient,
 	"retry_after": floorRetryAfter,
 }
 
