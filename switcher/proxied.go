@@ -49,6 +49,9 @@ func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *r
 		}
 	}()
 	h.rp.ServeHTTP(w, r)
+	if st.reqBody != nil && st.reqBody.expired() {
+		return &bodyTimeoutError{st.reqBody.d} // answered 408
+	}
 	return nil
 }
 

@@ -62,20 +62,30 @@ func getHead(t *testing.T, addr, path string, n int) (net.Conn, *bufio.Reader) {
 // connections close, the client's on a response cut short.
 func TestStalledUpstreamIsForwardedThenCut(t *testing.T) {
 	a, released := stallingBackend(t)
-	h := startSwitcher(t, "[proxy]\nupstream_read_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	var logs syncBuffer
+	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	c, br := getHead(t, h.addrs.Proxy[0], "/stall", 100)
 	defer c.Close()
 	if n, err := io.Copy(io.Discard, br); err != nil || n > 0 {
 		t.Fatalf("after the stall: read %d more bytes, %v; want the connection closed", n, err)
 	}
 	waitFor(t, "the upstream connection closed", func() bool { return released.Load() == 1 })
+	waitFor(t, "the access log line", func() bool {
+		for _, line := range logs.lines(`error="upstream sent nothing for 300ms (upstream_read_timeout) after 100 of 5000 bytes"`) {
+			if strings.Contains(line, "access: request:") && strings.Contains(line, "bytes=100") {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // Clients that go away while the upstream stalls release both connections
 // at once, long before upstream_read_timeout.
 func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	a, released := stallingBackend(t)
-	h := startSwitcher(t, "[proxy]\nupstream_read_timeout = \"1h\"\n", []string{a.addr}, []string{a.addr})
+	var logs syncBuffer
+	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"1h\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	before := openFiles(t)
 	const clients = 50
 	for range clients {
@@ -87,6 +97,9 @@ func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	// process's files come back to what they were, give or take the health
 	// checks' connection.
 	waitFor(t, "the files released", func() bool { return openFiles(t) <= before+4 })
+	waitFor(t, "50 access log lines", func() bool {
+		return len(logs.lines(`error="client went away after 100 of 5000 bytes"`)) == clients
+	})
 }
 
 func openFiles(t *testing.T) int {
@@ -110,7 +123,8 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 		}
 		io.WriteString(w, "whole")
 	})
-	h := startSwitcher(t, "[proxy]\nclient_body_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	var logs syncBuffer
+	h := startSwitcher(t, "access_log = true\n[proxy]\nclient_body_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	for i, req := range []string{
 		"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
 		"POST /large HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("y", 1000),
@@ -132,6 +146,13 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 			t.Fatalf("%q: after the 408: %v, want the connection closed", req[:20], err)
 		}
 		waitFor(t, "the upstream request ended", func() bool { return failed.Load() == int64(i+1) })
+	}
+	const why = `error="the client sent no more of the request body for 300ms (client_body_timeout)"`
+	waitFor(t, "two access log lines", func() bool { return len(logs.lines(why)) == 2 })
+	for _, line := range logs.lines(why) {
+		if !strings.Contains(line, "status=408") {
+			t.Errorf("access log line %q, want status=408", line)
+		}
 	}
 }
 
