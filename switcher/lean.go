@@ -390,6 +390,10 @@ func (s *Switcher) copyBody(w http.ResponseWriter, r *http.Request, resp *http.R
 			case <-gone:
 				return &cutError{why: "client went away", sent: sent, want: resp.ContentLength}
 			default:
+				if r.Context().Err() != nil {
+					// net/http's server ended the request: its client left.
+					return &cutError{why: "client went away", sent: sent, want: resp.ContentLength}
+				}
 			}
 			// The upstream failed mid-body: the client must see a broken
 			// response, not a short one that looks whole.

@@ -45,7 +45,7 @@ func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *r
 			if p != http.ErrAbortHandler {
 				panic(p)
 			}
-			note = st.cut()
+			note = st.cut(r.Context().Err() != nil)
 		}
 	}()
 	h.rp.ServeHTTP(w, r)
@@ -55,14 +55,15 @@ func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *r
 	return nil
 }
 
-// cut says why ReverseProxy gave up on the response: the upstream's read
-// failed, or else the client's write did.
-func (st *proxied) cut() *cutError {
+// cut says why ReverseProxy gave up on the response: the client went away
+// (its write failed, or net/http's server cancelled the request when the
+// connection ended: gone), or else the upstream's read failed.
+func (st *proxied) cut(gone bool) *cutError {
 	if st.body == nil {
 		return &cutError{why: "response aborted", want: -1}
 	}
 	sent, err := st.body.failure()
-	if err == nil {
+	if err == nil || gone {
 		return &cutError{why: "client went away", sent: sent, want: st.want}
 	}
 	return &cutError{why: cutReason(err, st.s.Config().Proxy.UpstreamReadTimeout.D()), sent: sent, want: st.want}

@@ -36,14 +36,21 @@ func stallingBackend(t *testing.T) (*backend, *atomic.Int64) {
 	return b, &released
 }
 
-// getHead sends a GET for path on a new connection and reads the response
-// head and the first n bytes of its body.
-func getHead(t *testing.T, addr, path string, n int) (net.Conn, *bufio.Reader) {
+// The requests that reach the stalling backend: one the front serves on
+// the lean path, one net/http and ReverseProxy serve (a chunked body).
+var (
+	leanStall    = "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n"
+	netHTTPStall = "POST /stall HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+)
+
+// getHead sends req on a new connection and reads the response head and
+// the first n bytes of its body.
+func getHead(t *testing.T, addr, req string, n int) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	must(t, err)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	_, err = io.WriteString(c, req)
 	must(t, err)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -57,39 +64,48 @@ func getHead(t *testing.T, addr, path string, n int) (net.Conn, *bufio.Reader) {
 	return c, br
 }
 
-// An upstream that sends its head and 100 bytes, then stalls: the client
-// gets the 100 bytes at once, and after upstream_read_timeout both
-// connections close, the client's on a response cut short.
-func TestStalledUpstreamIsForwardedThenCut(t *testing.T) {
+// An upstream that sends its head and 100 bytes, then stalls: after
+// upstream_read_timeout both connections close, the client's on a response
+// cut short, on the lean path and on net/http's. (That the 100 bytes come
+// at once, TestClientsThatLeaveReleaseBothConnections shows.)
+func TestStalledUpstreamIsCut(t *testing.T) {
 	a, released := stallingBackend(t)
 	var logs syncBuffer
 	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr}, &logs)
-	c, br := getHead(t, h.addrs.Proxy[0], "/stall", 100)
-	defer c.Close()
-	if n, err := io.Copy(io.Discard, br); err != nil || n > 0 {
-		t.Fatalf("after the stall: read %d more bytes, %v; want the connection closed", n, err)
+	for i, req := range []string{leanStall, netHTTPStall} {
+		c, br := getHead(t, h.addrs.Proxy[0], req, 100)
+		defer c.Close()
+		if n, err := io.Copy(io.Discard, br); err == nil && n > 0 {
+			t.Fatalf("%q after the stall: read %d more bytes; want the connection closed", req[:10], n)
+		}
+		waitFor(t, "the upstream connection closed", func() bool { return released.Load() == int64(i+1) })
 	}
-	waitFor(t, "the upstream connection closed", func() bool { return released.Load() == 1 })
-	waitFor(t, "the access log line", func() bool {
+	waitFor(t, "the access log lines", func() bool {
+		n := 0
 		for _, line := range logs.lines(`error="upstream sent nothing for 300ms (upstream_read_timeout) after 100 of 5000 bytes"`) {
 			if strings.Contains(line, "access: request:") && strings.Contains(line, "bytes=100") {
-				return true
+				n++
 			}
 		}
-		return false
+		return n == 2
 	})
 }
 
 // Clients that go away while the upstream stalls release both connections
-// at once, long before upstream_read_timeout.
+// at once, long before upstream_read_timeout; the 100 bytes that came
+// before the stall reached them at once too.
 func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	a, released := stallingBackend(t)
 	var logs syncBuffer
 	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"1h\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	before := openFiles(t)
 	const clients = 50
-	for range clients {
-		c, _ := getHead(t, h.addrs.Proxy[0], "/stall", 100)
+	for i := range clients {
+		req := leanStall
+		if i%5 == 0 {
+			req = netHTTPStall
+		}
+		c, _ := getHead(t, h.addrs.Proxy[0], req, 100)
 		c.Close()
 	}
 	waitFor(t, "50 upstream connections closed", func() bool { return released.Load() == clients })
