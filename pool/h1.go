@@ -94,6 +94,9 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.nread += int64(n)
+	if err != nil && c.aborted.Load() {
+		err = errAborted // abort's deadline, not the read timeout's
+	}
 	return n, err
 }
 

@@ -5,22 +5,62 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pool"
 )
 
 // proxied is what the ReverseProxy path learns of one request on its way,
-// which httputil.ReverseProxy does not tell its caller: the response body
-// it reads (watched for upstream_read_timeout), and for an upgrade, the
-// server that took it.
+// which httputil.ReverseProxy does not tell its caller: the server it went
+// to, the response body it reads (watched for upstream_read_timeout), and
+// how to cut it when a drain's time runs out.
 type proxied struct {
 	s         *Switcher
 	reqBody   *timedBody // the request's body, when net/http reads one
 	body      *watchedBody
 	want      int64 // the response's announced length (-1: none)
 	websocket bool
-	server    *pool.Server // set when the server switched protocols
+	server    atomic.Pointer[pool.Server] // set when it is sent
+	cancel    context.CancelFunc          // ends the upstream request
+	drained   atomic.Bool                 // cancel came from a drain's deadline
+}
+
+// proxiedSet is the ReverseProxy path's requests in flight.
+type proxiedSet struct {
+	mu sync.Mutex
+	m  map[*proxied]struct{}
+}
+
+func (ps *proxiedSet) add(st *proxied) {
+	ps.mu.Lock()
+	if ps.m == nil {
+		ps.m = make(map[*proxied]struct{})
+	}
+	ps.m[st] = struct{}{}
+	ps.mu.Unlock()
+}
+
+func (ps *proxiedSet) remove(st *proxied) {
+	ps.mu.Lock()
+	delete(ps.m, st)
+	ps.mu.Unlock()
+}
+
+// cutOn cuts the requests in flight to p's servers: a drain of p ran out
+// of time. (The lean path's are cut by the pool itself.)
+func (ps *proxiedSet) cutOn(p *pool.Pool) {
+	servers := p.Servers()
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for st := range ps.m {
+		if slices.Contains(servers, st.server.Load()) {
+			st.drained.Store(true)
+			st.cancel()
+		}
+	}
 }
 
 type proxiedKey struct{}
@@ -39,7 +79,12 @@ func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *r
 			rec.upgrade = st
 		}
 	}
-	r = r.WithContext(context.WithValue(r.Context(), proxiedKey{}, st))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	st.cancel = cancel
+	h.s.inflight.add(st)
+	defer h.s.inflight.remove(st)
+	r = r.WithContext(context.WithValue(ctx, proxiedKey{}, st))
 	defer func() {
 		if p := recover(); p != nil {
 			if p != http.ErrAbortHandler {
@@ -63,6 +108,9 @@ func (st *proxied) cut(gone bool) *cutError {
 		return &cutError{why: "response aborted", want: -1}
 	}
 	sent, err := st.body.failure()
+	if st.drained.Load() {
+		return &cutError{why: "cut at drain_timeout", sent: sent, want: st.want}
+	}
 	if err == nil || gone {
 		return &cutError{why: "client went away", sent: sent, want: st.want}
 	}
@@ -93,19 +141,27 @@ func bodyTimedOut(r *http.Request, err error) bool {
 	return st != nil && st.reqBody != nil && st.reqBody.expired()
 }
 
-// upgradedOn notes the server that switched protocols for req.
-func upgradedOn(req *http.Request, srv *pool.Server) {
+// sentTo notes the server req goes to.
+func sentTo(req *http.Request, srv *pool.Server) {
 	if st, _ := req.Context().Value(proxiedKey{}).(*proxied); st != nil {
-		st.server = srv
+		st.server.Store(srv)
 	}
+}
+
+// drainCut reports whether r, on the ReverseProxy path, was cut by a
+// drain's deadline.
+func drainCut(r *http.Request) bool {
+	st, _ := r.Context().Value(proxiedKey{}).(*proxied)
+	return st != nil && st.drained.Load()
 }
 
 // track hands the client connection of an upgrade, taken from net/http,
 // to the switcher's upgraded set (websocket.go), which closes it when a
 // drain needs it closed.
 func (st *proxied) track(c net.Conn) net.Conn {
-	if st.server == nil {
+	srv := st.server.Load()
+	if srv == nil {
 		return c
 	}
-	return st.s.upgraded.add(c, st.server, st.websocket)
+	return st.s.upgraded.add(c, srv, st.websocket)
 }

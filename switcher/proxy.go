@@ -191,6 +191,8 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var intercepted *interceptedError
 	switch {
+	case drainCut(r):
+		s.writePage(w, r, http.StatusGatewayTimeout, "")
 	case bodyTimedOut(r, err):
 		answerBodyError(w, &bodyTimeoutError{s.Config().Proxy.ClientBodyTimeout.D()})
 	case r.Context().Err() != nil, errors.Is(err, errClientGone):
@@ -238,11 +240,9 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	err = s.deliver(req, body.consumed(), func(srv *pool.Server) error {
 		body.rewind(req)
+		sentTo(req, srv)
 		var err error
 		resp, err = srv.RoundTrip(req)
-		if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-			upgradedOn(req, srv)
-		}
 		return err
 	})
 	return resp, err

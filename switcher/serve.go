@@ -166,7 +166,9 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		s.upgraded.goAwayOver(p, drain)
 		go func() {
 			defer swg.Done()
-			p.Drain(drain)
+			if p.Drain(drain) > 0 {
+				s.inflight.cutOn(p)
+			}
 		}()
 	}
 	swg.Wait()

@@ -57,6 +57,7 @@ type Switcher struct {
 	resumedAt atomic.Int64 // UnixNano of the last resume
 
 	upgraded upgradeSet // the client sides of upgraded connections (websockets)
+	inflight proxiedSet // the ReverseProxy path's requests in flight
 
 	maintenance atomic.Pointer[maintenanceMode]
 	switching   atomic.Pointer[switchRun] // the switch in progress, or nil

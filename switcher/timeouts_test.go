@@ -81,13 +81,7 @@ func TestStalledUpstreamIsCut(t *testing.T) {
 		waitFor(t, "the upstream connection closed", func() bool { return released.Load() == int64(i+1) })
 	}
 	waitFor(t, "the access log lines", func() bool {
-		n := 0
-		for _, line := range logs.lines(`error="upstream sent nothing for 300ms (upstream_read_timeout) after 100 of 5000 bytes"`) {
-			if strings.Contains(line, "access: request:") && strings.Contains(line, "bytes=100") {
-				n++
-			}
-		}
-		return n == 2
+		return len(accessLines(&logs, `bytes=100`, `error="upstream sent nothing for 300ms (upstream_read_timeout) after 100 of 5000 bytes"`)) == 2
 	})
 }
 
@@ -114,8 +108,23 @@ func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	// checks' connection.
 	waitFor(t, "the files released", func() bool { return openFiles(t) <= before+4 })
 	waitFor(t, "50 access log lines", func() bool {
-		return len(logs.lines(`error="client went away after 100 of 5000 bytes"`)) == clients
+		return len(accessLines(&logs, `error="client went away after 100 of 5000 bytes"`)) == clients
 	})
+}
+
+// accessLines returns the access log lines that hold every one of want.
+func accessLines(logs *syncBuffer, want ...string) []string {
+	var out []string
+	for _, line := range logs.lines("access: request:") {
+		all := true
+		for _, w := range want {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 func openFiles(t *testing.T) int {
@@ -163,13 +172,9 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 		}
 		waitFor(t, "the upstream request ended", func() bool { return failed.Load() == int64(i+1) })
 	}
-	const why = `error="the client sent no more of the request body for 300ms (client_body_timeout)"`
-	waitFor(t, "two access log lines", func() bool { return len(logs.lines(why)) == 2 })
-	for _, line := range logs.lines(why) {
-		if !strings.Contains(line, "status=408") {
-			t.Errorf("access log line %q, want status=408", line)
-		}
-	}
+	waitFor(t, "two access log lines", func() bool {
+		return len(accessLines(&logs, "status=408", `error="the client sent no more of the request body for 300ms (client_body_timeout)"`)) == 2
+	})
 }
 
 // A chunked body whose pieces come more slowly than client_body_timeout in
@@ -359,4 +364,34 @@ func readWSFrame(r *bufio.Reader) (op byte, payload []byte, masked bool, err err
 		}
 	}
 	return h[0] & 0x0f, payload, masked, nil
+}
+
+// Requests still in flight on the old pool when a switch's drain_timeout
+// runs out are cut, on the lean path and on net/http's, and logged so.
+func TestDrainCutsRequestsLeftInFlight(t *testing.T) {
+	a, released := stallingBackend(t)
+	b := newBackend(t, "B", nil)
+	var logs syncBuffer
+	base := "access_log = true\n" + strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "1s"`, 1) + "upstream_read_timeout = \"1h\"\n"
+	h := startSwitcher(t, base, []string{a.addr}, []string{b.addr}, &logs)
+	var conns []*bufio.Reader
+	for _, req := range []string{leanStall, netHTTPStall} {
+		c, br := getHead(t, h.addrs.Proxy[0], req, 100)
+		defer c.Close()
+		conns = append(conns, br)
+	}
+	rec, err := h.sw.Switch(context.Background(), SwitchRequest{To: "B"}, nil)
+	must(t, err)
+	if rec.To != "B" {
+		t.Fatalf("switched to %q", rec.To)
+	}
+	for i, br := range conns {
+		if n, err := io.Copy(io.Discard, br); err == nil && n > 0 {
+			t.Fatalf("request %d after the drain: read %d more bytes; want the connection closed", i, n)
+		}
+	}
+	waitFor(t, "both upstream connections closed", func() bool { return released.Load() == 2 })
+	waitFor(t, "two access log lines", func() bool {
+		return len(accessLines(&logs, `error="cut at drain_timeout after 100 of 5000 bytes"`)) == 2
+	})
 }
