@@ -286,10 +286,7 @@ func (s *Server) waitIdle(deadline <-chan time.Time) bool {
 
 func (s *Server) closeIdle() { s.transport.Load().closeIdle() }
 
-// closeUpgraded closes the upgraded connections, and cuts the requests
-// still in flight on the lean client: a drain's time ran out.
 func (s *Server) closeUpgraded() {
-	s.transport.Load().lean.abortBusy()
 	s.mu.Lock()
 	conns := make([]*upgradedConn, 0, len(s.upgraded))
 	for u := range s.upgraded {

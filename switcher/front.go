@@ -98,9 +98,10 @@ func (f *front) serve(ln net.Listener) error {
 }
 
 // shutdown closes idle connections at once and lets the others finish their
-// request, until ctx ends; then it closes what is left. Connections handed
-// to net/http are shut down by std.
-func (f *front) shutdown(ctx context.Context) {
+// request, until ctx ends; then it closes what is left, and calls closed
+// before it waits for their handlers (closed is called either way).
+// Connections handed to net/http are shut down by std.
+func (f *front) shutdown(ctx context.Context, closed func()) {
 	f.closing.Store(true)
 	f.mu.Lock()
 	for fc := range f.conns {
@@ -113,12 +114,14 @@ func (f *front) shutdown(ctx context.Context) {
 	go func() { f.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		closed()
 	case <-ctx.Done():
 		f.mu.Lock()
 		for fc := range f.conns {
 			fc.abort()
 		}
 		f.mu.Unlock()
+		closed()
 		<-done
 	}
 	if f.std.Shutdown(ctx) != nil {

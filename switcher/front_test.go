@@ -254,7 +254,7 @@ func TestFrontSurvivesAPanickingHandler(t *testing.T) {
 		ln.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		fr.shutdown(ctx)
+		fr.shutdown(ctx, func() {})
 	}()
 	if got := rawExchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
 		t.Fatalf("a panicking request got an answer: %+v", got)

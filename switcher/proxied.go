@@ -49,8 +49,14 @@ func (ps *proxiedSet) remove(st *proxied) {
 	ps.mu.Unlock()
 }
 
-// cutOn cuts the requests in flight to p's servers: a drain of p ran out
-// of time. (The lean path's are cut by the pool itself.)
+// cutInFlight cuts the requests still in flight to p's servers, on both
+// paths: a drain of p ran out of time.
+func (s *Switcher) cutInFlight(p *pool.Pool) {
+	p.CutInFlight()
+	s.inflight.cutOn(p)
+}
+
+// cutOn cuts the ReverseProxy path's requests in flight to p's servers.
 func (ps *proxiedSet) cutOn(p *pool.Pool) {
 	servers := p.Servers()
 	ps.mu.Lock()

@@ -144,12 +144,17 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	closeAll() // the fronts stop accepting; the http.Servers close theirs too
-	var swg sync.WaitGroup
+	var swg, aborting sync.WaitGroup
+	// Requests still with the upstream at the deadline are cut once their
+	// clients are gone, so that they close rather than get a 504.
+	aborted := make(chan struct{})
+	aborting.Add(len(fronts))
+	go func() { aborting.Wait(); close(aborted) }()
 	for _, fr := range fronts {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			fr.shutdown(sctx)
+			fr.shutdown(sctx, aborting.Done)
 		}()
 	}
 	for _, srv := range servers {
@@ -167,7 +172,8 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		go func() {
 			defer swg.Done()
 			if p.Drain(drain) > 0 {
-				s.inflight.cutOn(p)
+				<-aborted
+				s.cutInFlight(p)
 			}
 		}()
 	}

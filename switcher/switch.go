@@ -234,7 +234,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	s.upgraded.goAwayOver(run.from, cfg.Proxy.DrainTimeout.D())
 	left := run.from.Drain(cfg.Proxy.DrainTimeout.D())
 	if left > 0 {
-		s.inflight.cutOn(run.from)
+		s.cutInFlight(run.from)
 	}
 	rec.FinishedAt = time.Now().UTC()
 	if err := s.store.Finish(rec.ID, rec.FinishedAt); err != nil {
