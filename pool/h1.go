@@ -432,7 +432,9 @@ func (c *h1Conn) setRaw() {
 func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
 	t.unlinkLocked(c)
-	if !t.retired && len(t.idle) < t.maxIdle {
+	// An abort (abortBusy holds mu) that came after the body's last read
+	// leaves the connection unfit: its deadline is in the past.
+	if !t.retired && len(t.idle) < t.maxIdle && !c.aborted.Load() {
 		t.idle = append(t.idle, c)
 		c = nil
 	}
@@ -507,6 +509,9 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		bodyLen, err = c.readResponse(req, reply)
 		if err != nil {
 			stop()
+			if c.aborted.Load() && ctx.Err() == nil {
+				return errAborted // cut by a drain, not timed out
+			}
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
 				return c.staleError(err, len(msg), time.Since(written))
 			}
