@@ -37,8 +37,10 @@ import (
 //
 // Unlike net/http, the front does not read the connection in the background
 // during every request to notice a client that goes away; it does so only
-// while a request is held (watchClient), where that wait may be long. A
-// request in flight upstream runs to its end, bounded by upstream_timeout.
+// where the wait may be long (watchClient): while a request is held, and
+// while more of a response body is awaited after what came went out. A
+// request waiting for its response head runs to its end, bounded by
+// upstream_timeout.
 type front struct {
 	logger        hclog.Logger
 	handler       http.Handler
@@ -197,9 +199,10 @@ var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
 
 // watchClient returns a channel that is closed when the client goes away,
 // after onGone (when not nil) is called, until the returned stop is called.
-// The request's body must have been read: the watch reads the connection. Inside readable, which holds the
-// connection's read side, it reads a duplicate of the socket, which the
-// poller waits on apart from it; what it reads goes to the same buffer.
+// The request's body must have been read: the watch reads the connection.
+// Inside readable, which holds the connection's read side, it reads a
+// duplicate of the socket, which the poller waits on apart from it; what it
+// reads goes to the same buffer.
 func (fc *frontConn) watchClient(onGone func()) (gone <-chan struct{}, stop func()) {
 	fc.setReadDeadline(time.Time{}) // the idle or header deadline is not the hold's
 	raw, dup := fc.cr.raw, (*os.File)(nil)
