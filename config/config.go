@@ -84,6 +84,11 @@ type Proxy struct {
 	// UpstreamTimeout is how long turnout waits for an upstream's response
 	// headers before it answers 504. Default "60s".
 	UpstreamTimeout Duration `toml:"upstream_timeout"`
+	// UpstreamReadTimeout is the longest gap between two reads of an
+	// upstream's response body (nginx's proxy_read_timeout); past it both
+	// connections are closed, and the client sees a response cut short.
+	// Upgraded connections (websockets) have none. Default "60s".
+	UpstreamReadTimeout Duration `toml:"upstream_read_timeout"`
 	// DialTimeout bounds connecting to an upstream. Default "2s".
 	DialTimeout Duration `toml:"dial_timeout"`
 	// DrainTimeout is how long requests and upgraded connections on a pool that
@@ -94,6 +99,11 @@ type Proxy struct {
 	ClientHeaderTimeout Duration `toml:"client_header_timeout"`
 	// ClientIdleTimeout closes idle client keep-alive connections. Default "75s".
 	ClientIdleTimeout Duration `toml:"client_idle_timeout"`
+	// ClientBodyTimeout is the longest gap between two reads of a client's
+	// request body (as nginx's client_body_timeout); past it the client gets
+	// 408 and its connection, and the upstream one the body was going to,
+	// are closed. Default "60s". Changing it needs a restart.
+	ClientBodyTimeout Duration `toml:"client_body_timeout"`
 	// MaxIdlePerServer bounds the idle keep-alive connections kept per upstream
 	// server; it should cover the requests in flight at peak, or connections
 	// are closed and dialled again. Default 1024.
@@ -267,10 +277,12 @@ func Default() *Config {
 			HoldTimeout:         Duration(10 * time.Second),
 			HoldMax:             10000,
 			UpstreamTimeout:     Duration(60 * time.Second),
+			UpstreamReadTimeout: Duration(60 * time.Second),
 			DialTimeout:         Duration(2 * time.Second),
 			DrainTimeout:        Duration(30 * time.Second),
 			ClientHeaderTimeout: Duration(10 * time.Second),
 			ClientIdleTimeout:   Duration(75 * time.Second),
+			ClientBodyTimeout:   Duration(60 * time.Second),
 			MaxIdlePerServer:    1024,
 		},
 		Switch: Switch{

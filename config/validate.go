@@ -26,6 +26,7 @@ func (s *scan) check(c *Config) {
 	for key, d := range map[string]Duration{
 		"proxy.upstream_timeout": c.Proxy.UpstreamTimeout, "proxy.dial_timeout": c.Proxy.DialTimeout,
 		"proxy.client_header_timeout": c.Proxy.ClientHeaderTimeout, "proxy.client_idle_timeout": c.Proxy.ClientIdleTimeout,
+		"proxy.client_body_timeout": c.Proxy.ClientBodyTimeout, "proxy.upstream_read_timeout": c.Proxy.UpstreamReadTimeout,
 		"switch.timeout": c.Switch.Timeout, "switch.warm_interval": c.Switch.WarmInterval,
 		"maintenance.retry_after": c.Maintenance.RetryAfter,
 	} {
@@ -125,8 +126,8 @@ const (
 // durationFloors is the floor of each duration key, by its last part.
 var durationFloors = map[string]time.Duration{
 	"interval": floorUpstream, "standby_interval": floorUpstream, "warm_interval": floorUpstream,
-	"dial_timeout": floorUpstream, "upstream_timeout": floorUpstream,
-	"client_header_timeout": floorClient, "client_idle_timeout": floorClient,
+	"dial_timeout": floorUpstream, "upstream_timeout": floorUpstream, "upstream_read_timeout": floorUpstream,
+	"client_header_timeout": floorClient, "client_idle_timeout": floorClient, "client_body_timeout": floorClient,
 	"retry_after": floorRetryAfter,
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,4 +63,121 @@ func TestTimeouts(t *testing.T) {
 		}
 		t.Errorf("turnout read the whole header sent one byte every 200ms, past client_header_timeout (1s)")
 	})
+}
+
+// TestSigtermWithStalledTraffic: SIGTERM ends turnout within drain_timeout
+// (plus the time to close) however stalled the traffic in flight is:
+// upstreams that stall before their response or mid-body, on the lean path
+// and on net/http's,
+// request bodies that stop coming on both, while every other timeout is an
+// hour. A response cut short by its upstream is logged with why.
+func TestSigtermWithStalledTraffic(t *testing.T) {
+	t.Parallel()
+	var started sync.WaitGroup
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5000")
+		w.Write([]byte(strings.Repeat("x", 100)))
+		w.(http.Flusher).Flush()
+		started.Done()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		started.Done()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	})
+	mux.HandleFunc("/closes", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5000")
+		w.Write([]byte(strings.Repeat("x", 100)))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection closes after 100 of 5000 bytes
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		started.Done()
+		io.Copy(io.Discard, r.Body)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: mux}
+	go app.Serve(ln)
+	t.Cleanup(func() { app.Close() })
+
+	c := newCfgSpec(t, []string{ln.Addr().String()}, []string{freeTCPAddr(t)})
+	c.Top = "initial = \"A\"\naccess_log = true"
+	c.Drain = "1s"
+	c.Proxy = "upstream_timeout = \"1h\"\nupstream_read_timeout = \"1h\"\nclient_body_timeout = \"1h\""
+	d := serveDaemon(t, writeCfg(t, c), c)
+
+	send := func(req string) (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", c.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		return conn, bufio.NewReader(conn)
+	}
+	head100 := func(br *bufio.Reader) {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
+			t.Fatalf("the first 100 bytes: %v", err)
+		}
+	}
+
+	// An upstream that closes mid-body: the client sees the response
+	// broken, and the access log says why.
+	_, br := send("GET /closes HTTP/1.1\r\nHost: x\r\n\r\n")
+	head100(br)
+	if n, err := io.Copy(io.Discard, br); n != 0 || err != nil {
+		t.Fatalf("after the upstream closed: %d more bytes, %v; want the connection closed", n, err)
+	}
+	pollUntil(t, "the access log line of the cut response", func() (bool, string) {
+		return strings.Contains(d.output.String(), `error="upstream closed after 100 of 5000 bytes"`), d.output.String()
+	})
+
+	// Stalled responses: three on the lean path, one on net/http's (a
+	// chunked request), and one that has not begun.
+	started.Add(5 + 2)
+	send("GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+	for range 3 {
+		_, br := send("GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+		head100(br)
+	}
+	_, br = send("POST /stall HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	head100(br)
+	// Stalled request bodies: two that net/http reads, on their way
+	// upstream, and one the front reads.
+	send("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("y", 1000))
+	send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(eventTimeout):
+		t.Fatal("the stalled requests did not all reach the app")
+	}
+
+	// The promise is drain_timeout + 1 s; the bound here leaves a slow
+	// machine room, and without the cuts turnout would wait an hour.
+	begin := time.Now()
+	if err := d.stop(t, syscall.SIGTERM, 6*time.Second); err != nil {
+		t.Fatalf("turnout exited with %v after SIGTERM", err)
+	}
+	t.Logf("SIGTERM to exit with drain_timeout = 1s and stalled traffic: %v", time.Since(begin).Round(time.Millisecond))
 }

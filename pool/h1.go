@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -27,10 +28,12 @@ import (
 type h1Transport struct {
 	dial          func(ctx context.Context) (net.Conn, error)
 	headerTimeout time.Duration
+	readTimeout   time.Duration // the longest wait for more of a response body; 0: none
 	maxIdle       int
 
-	mu      sync.Mutex // guards idle and retired
+	mu      sync.Mutex // guards idle, busy and retired
 	idle    []*h1Conn  // most recently used last
+	busy    *h1Conn    // the connections in use, linked through next and prev
 	retired bool       // replaced by a new transport: keeps no connection
 }
 
@@ -49,11 +52,17 @@ func (t *h1Transport) retire() {
 
 type h1Conn struct {
 	net.Conn
-	idleSince time.Time // when its last request was sent: close enough for idleTimeout, and no clock read
-	br        *bufio.Reader
-	deadline  deadline.Read // moved only when it must: most requests set none
-	nread     int64         // bytes read since the request was written
-	inHead    bool          // the response head is being read: Read stops past maxResponseHead
+	t           *h1Transport
+	idleSince   time.Time // when its last request was sent: close enough for idleTimeout, and no clock read
+	br          *bufio.Reader
+	deadline    deadline.Read // moved only when it must: most requests set none
+	readTimeout time.Duration // the transport's: see Read
+	nread       int64         // bytes read since the request was written
+	inHead      bool          // the response head is being read: Read stops past maxResponseHead
+	aborted     atomic.Bool   // cut (see abort): every wait fails from now on
+
+	next, prev *h1Conn // in the transport's busy list while in use
+	listed     bool
 
 	raw syscall.RawConn // for send's wait and peek; nil when not a socket
 
@@ -67,13 +76,91 @@ type h1Conn struct {
 	peekBuf [1]byte
 }
 
+// Read reads from the connection for the response's buffered reader: only
+// when what came before is used up. While the body is read, each read may
+// wait readTimeout at most (nginx's proxy_read_timeout), moving the deadline
+// only when it must.
 func (c *h1Conn) Read(p []byte) (int, error) {
 	if c.inHead && c.nread >= maxResponseHead {
 		return 0, errHeadTooLarge
 	}
+	if !c.inHead && c.readTimeout > 0 {
+		c.deadline.Within(c.Conn, time.Now(), c.readTimeout)
+	}
+	if c.aborted.Load() {
+		// After the deadline is set: an abort that came before it would
+		// be undone by it.
+		return 0, errAborted
+	}
 	n, err := c.Conn.Read(p)
 	c.nread += int64(n)
+	if err != nil && c.aborted.Load() {
+		err = errAborted // abort's deadline, not the read timeout's
+	}
 	return n, err
+}
+
+// abort makes every wait on c fail at once, now and from now on: a
+// cancelled request, a drain whose time ran out. Safe from any goroutine.
+func (c *h1Conn) abort() {
+	c.aborted.Store(true)
+	c.Conn.SetDeadline(aLongTimeAgo)
+}
+
+// Close closes the connection and takes it off the busy list.
+func (c *h1Conn) Close() error {
+	if c.listed {
+		c.t.mu.Lock()
+		c.t.unlinkLocked(c)
+		c.t.mu.Unlock()
+	}
+	return c.Conn.Close()
+}
+
+// errAborted is a request cut by abort. It counts as a timeout: a request
+// cut at a drain's deadline is not sent again.
+var errAborted error = abortedError{}
+
+type abortedError struct{}
+
+func (abortedError) Error() string {
+	return "upstream request cut: drain_timeout reached, or the request was cancelled"
+}
+func (abortedError) Timeout() bool   { return true }
+func (abortedError) Temporary() bool { return true }
+
+// linkLocked puts c on the busy list; unlinkLocked takes it off.
+func (t *h1Transport) linkLocked(c *h1Conn) {
+	c.prev, c.next, c.listed = nil, t.busy, true
+	if t.busy != nil {
+		t.busy.prev = c
+	}
+	t.busy = c
+}
+
+func (t *h1Transport) unlinkLocked(c *h1Conn) {
+	if !c.listed {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		t.busy = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+}
+
+// abortBusy cuts every request in flight on t (see abort): a drain's time
+// ran out.
+func (t *h1Transport) abortBusy() {
+	t.mu.Lock()
+	for c := t.busy; c != nil; c = c.next {
+		c.abort()
+	}
+	t.mu.Unlock()
 }
 
 // maxResponseHead bounds what a server may send before its final response
@@ -283,19 +370,24 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 		c := t.idle[n-1]
 		t.idle[n-1] = nil
 		t.idle = t.idle[:n-1]
-		t.mu.Unlock()
 		if now.Sub(c.idleSince) < idleTimeout && c.br.Buffered() == 0 {
+			t.linkLocked(c)
+			t.mu.Unlock()
 			c.check = c.raw != nil // not a socket (tests): nothing to peek at
 			return c, false, nil
 		}
+		t.mu.Unlock()
 		c.Close()
 	}
 	nc, err := t.dialApart(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	c = &h1Conn{Conn: nc}
+	c = &h1Conn{Conn: nc, t: t, readTimeout: t.readTimeout}
 	c.setRaw()
+	t.mu.Lock()
+	t.linkLocked(c)
+	t.mu.Unlock()
 	// Response heads are small and larger body reads bypass the buffer, so a
 	// small one keeps a thousand idle connections cheap.
 	c.br = bufio.NewReaderSize(c, 2048)
@@ -339,7 +431,10 @@ func (c *h1Conn) setRaw() {
 
 func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
-	if !t.retired && len(t.idle) < t.maxIdle {
+	t.unlinkLocked(c)
+	// An abort (abortBusy holds mu) that came after the body's last read
+	// leaves the connection unfit: its deadline is in the past.
+	if !t.retired && len(t.idle) < t.maxIdle && !c.aborted.Load() {
 		t.idle = append(t.idle, c)
 		c = nil
 	}
@@ -366,7 +461,7 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+		stop = context.AfterFunc(ctx, c.abort)
 	}
 	c.nread = 0
 	if testBeforeWrite != nil {
@@ -381,6 +476,10 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		// may not be set yet, or Within may have moved it.
 		stop()
 		return ctx.Err()
+	}
+	if c.aborted.Load() {
+		stop()
+		return errAborted // Within may have moved abort's deadline
 	}
 	err := c.send(msg)
 	written := now
@@ -410,6 +509,9 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 		bodyLen, err = c.readResponse(req, reply)
 		if err != nil {
 			stop()
+			if c.aborted.Load() && ctx.Err() == nil {
+				return errAborted // cut by a drain, not timed out
+			}
 			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
 				return c.staleError(err, len(msg), time.Since(written))
 			}
@@ -443,16 +545,16 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 	if testAfterHead != nil {
 		testAfterHead(c)
 	}
-	// Lift the header deadline, unless the whole body is already buffered:
-	// then nothing more is read from the connection before the next
-	// request sets its own deadline, and a system call is saved.
+	// Trade the header deadline for the body's (see Read), unless the whole
+	// body is already buffered: then nothing more is read from the
+	// connection before the next request sets its own deadline, and a
+	// system call is saved. An abort meanwhile is not undone: Read checks.
 	if t.headerTimeout > 0 && (resp.ContentLength < 0 || int64(c.br.Buffered()) < resp.ContentLength) {
-		c.deadline.Set(c.Conn, time.Time{})
-		if ctx.Done() != nil && ctx.Err() != nil {
-			// Cancelled meanwhile: the lift must not undo the deadline
-			// that AfterFunc set, or the body read would wait on.
-			c.SetDeadline(aLongTimeAgo)
+		var next time.Time
+		if c.readTimeout > 0 {
+			next = time.Now().Add(c.readTimeout)
 		}
+		c.deadline.Set(c.Conn, next)
 	}
 	body.src, body.n, body.reuse = resp.Body, bodyLen, !resp.Close && !req.Close
 	resp.Body = body
@@ -594,7 +696,8 @@ type h1Body struct {
 	stop   func() bool
 	reuse  bool
 	done   bool
-	closed func() // called once, at the first Close: the server's in-flight count
+	ending atomic.Bool // finish or Abort has claimed the connection
+	closed func()      // called once, at the first Close: the server's in-flight count
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -652,9 +755,19 @@ func (b *h1Body) Close() error {
 
 func (b *h1Body) finish(complete bool) {
 	b.done = true
-	if b.stop() && complete && b.reuse {
+	if b.stop() && complete && b.reuse && b.ending.CompareAndSwap(false, true) {
 		b.t.put(b.c)
 		return
 	}
 	b.c.Close()
+}
+
+// Abort cuts the body: a read that waits for it fails at once, and so does
+// any later one; the connection is closed, unless the body was read whole
+// first and the connection went back to the pool. Safe from any goroutine
+// while the body is read, until it is closed: the client went away.
+func (b *h1Body) Abort() {
+	if b.ending.CompareAndSwap(false, true) {
+		b.c.abort()
+	}
 }

@@ -23,6 +23,9 @@ type TransportOptions struct {
 	// ResponseHeaderTimeout bounds the wait for response headers once the
 	// request is written; past it RoundTrip fails with a timeout error.
 	ResponseHeaderTimeout time.Duration
+	// ReadTimeout bounds each wait for more of a response body that the
+	// lean client reads (Exchange); 0: none.
+	ReadTimeout time.Duration
 	// MaxIdle bounds the idle keep-alive connections kept to the server.
 	MaxIdle int
 }
@@ -151,7 +154,7 @@ func (s *Server) setTransport(o TransportOptions) {
 		return c, nil
 	}
 	t := &transports{
-		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, maxIdle: max(o.MaxIdle, 1)},
+		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, readTimeout: o.ReadTimeout, maxIdle: max(o.MaxIdle, 1)},
 		std: &http.Transport{
 			Proxy: nil,
 			// The URL's host is a placeholder: every connection goes to this server.

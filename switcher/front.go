@@ -38,8 +38,10 @@ import (
 //
 // Unlike net/http, the front does not read the connection in the background
 // during every request to notice a client that goes away; it does so only
-// while a request is held (watchClient), where that wait may be long. A
-// request in flight upstream runs to its end, bounded by upstream_timeout.
+// where the wait may be long (watchClient): while a request is held, and
+// while more of a response body is awaited after what came went out. A
+// request waiting for its response head runs to its end, bounded by
+// upstream_timeout.
 type front struct {
 	logger        hclog.Logger
 	handler       http.Handler
@@ -47,6 +49,7 @@ type front struct {
 	handoff       *handoffListener
 	headerTimeout time.Duration
 	idleTimeout   time.Duration
+	bodyTimeout   time.Duration // the longest wait for more of a request body
 
 	closing atomic.Bool
 	mu      sync.Mutex // guards conns, which change only as connections open and close
@@ -54,9 +57,9 @@ type front struct {
 	wg      sync.WaitGroup
 }
 
-func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout time.Duration) *front {
+func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout, bodyTimeout time.Duration) *front {
 	f := &front{
-		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout,
+		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout, bodyTimeout: bodyTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),
 	}
 	f.handoff.logger = logger
@@ -99,9 +102,10 @@ func (f *front) serve(ln net.Listener) error {
 }
 
 // shutdown closes idle connections at once and lets the others finish their
-// request, until ctx ends; then it closes what is left. Connections handed
-// to net/http are shut down by std.
-func (f *front) shutdown(ctx context.Context) {
+// request, until ctx ends; then it closes what is left, and calls closed
+// before it waits for their handlers (closed is called either way).
+// Connections handed to net/http are shut down by std.
+func (f *front) shutdown(ctx context.Context, closed func()) {
 	f.closing.Store(true)
 	f.mu.Lock()
 	for fc := range f.conns {
@@ -114,12 +118,14 @@ func (f *front) shutdown(ctx context.Context) {
 	go func() { f.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		closed()
 	case <-ctx.Done():
 		f.mu.Lock()
 		for fc := range f.conns {
 			fc.abort()
 		}
 		f.mu.Unlock()
+		closed()
 		<-done
 	}
 	if f.std.Shutdown(ctx) != nil {
@@ -194,11 +200,12 @@ type clientWatchKey struct{}
 var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
 
 // watchClient returns a channel that is closed when the client goes away,
-// until the returned stop is called. The request's body must have been
-// read: the watch reads the connection. Inside readable, which holds the
-// connection's read side, it reads a duplicate of the socket, which the
-// poller waits on apart from it; what it reads goes to the same buffer.
-func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
+// after onGone (when not nil) is called, until the returned stop is called.
+// The request's body must have been read: the watch reads the connection.
+// Inside readable, which holds the connection's read side, it reads a
+// duplicate of the socket, which the poller waits on apart from it; what it
+// reads goes to the same buffer.
+func (fc *frontConn) watchClient(onGone func()) (gone <-chan struct{}, stop func()) {
 	fc.setReadDeadline(time.Time{}) // the idle or header deadline is not the hold's
 	raw, dup := fc.cr.raw, (*os.File)(nil)
 	if fc.fd >= 0 {
@@ -227,6 +234,9 @@ func (fc *frontConn) watchClient() (gone <-chan struct{}, stop func()) {
 			}
 			if err := fc.cr.fillFrom(raw); err != nil {
 				if !isTimeout(err) {
+					if onGone != nil {
+						onGone()
+					}
 					close(left)
 				}
 				return
@@ -496,8 +506,9 @@ func (fc *frontConn) serveRequest(req *http.Request, headLen int) bool {
 		req.Header["X-Request-Id"] = fc.id[:]
 	}
 	if req.ContentLength > int64(len(cr.buffered())) {
-		// The body is still on its way: it has the idle timeout to come.
-		fc.setReadDeadline(time.Now().Add(f.idleTimeout))
+		// The body is still on its way: each of its reads may wait
+		// client_body_timeout (frontBody.Read).
+		fc.setReadDeadline(time.Now().Add(f.bodyTimeout))
 	}
 	w.reset(req)
 	f.handler.ServeHTTP(w, req)
@@ -650,7 +661,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 		req.ProtoMinor == 0 && !httpsyntax.HasToken(connection, "keep-alive")
 	req.ContentLength = length
 	req.Body = http.NoBody
-	fc.body = frontBody{cr: fc.cr, n: length}
+	fc.body = frontBody{fc: fc, n: length}
 	if length > 0 {
 		req.Body = &fc.body
 	}
@@ -702,22 +713,38 @@ var (
 )
 
 // frontBody is a plain request's body: the next n bytes of the connection.
+// Each read that waits for the client may wait client_body_timeout; a
+// failed read fails every later one.
 type frontBody struct {
-	cr *connReader
-	n  int64
+	fc  *frontConn
+	n   int64
+	err error
 }
 
 func (b *frontBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	if b.n <= 0 {
 		return 0, io.EOF
 	}
 	if int64(len(p)) > b.n {
 		p = p[:b.n]
 	}
-	n, err := b.cr.Read(p)
+	fc := b.fc
+	if len(fc.cr.buffered()) == 0 {
+		fc.deadline.Within(fc.c, time.Now(), fc.f.bodyTimeout)
+	}
+	n, err := fc.cr.Read(p)
 	b.n -= int64(n)
-	if err == io.EOF && b.n > 0 {
+	switch {
+	case err == io.EOF && b.n > 0:
 		err = io.ErrUnexpectedEOF
+	case isTimeout(err):
+		err = &bodyTimeoutError{fc.f.bodyTimeout}
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
 	}
 	return n, err
 }

@@ -258,13 +258,13 @@ func TestFrontSurvivesAPanickingHandler(t *testing.T) {
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second)
+	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second, time.Second)
 	go fr.serve(ln)
 	defer func() {
 		ln.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		fr.shutdown(ctx)
+		fr.shutdown(ctx, func() {})
 	}()
 	if got := rawExchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
 		t.Fatalf("a panicking request got an answer: %+v", got)
@@ -363,11 +363,12 @@ func checkParse(t *testing.T, head string, must bool) {
 	}
 }
 
-// A body that stops short of its Content-Length ends the connection: the
-// bytes that come after it are the rest of a body, never a new request.
+// A body that stops short of its Content-Length gets 408 after
+// client_body_timeout and ends the connection: the bytes that come after
+// it are the rest of a body, never a new request.
 func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
 	a := newBackend(t, "A", nil)
-	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
+	h := startSwitcher(t, "[proxy]\nclient_body_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
 	c, err := net.Dial("tcp", h.addrs.Proxy[0])
 	must(t, err)
 	defer c.Close()
@@ -377,8 +378,8 @@ func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("a body cut short: status %d, want 400", resp.StatusCode)
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Fatalf("a body cut short: status %d, close %v; want 408 and the connection closed", resp.StatusCode, resp.Close)
 	}
 	io.Copy(io.Discard, resp.Body)
 	io.WriteString(c, "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")

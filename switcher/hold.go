@@ -126,7 +126,7 @@ func (h *holding) wait(exclude *pool.Server) (*pool.Server, error) {
 		h.waited = true
 		if fc, ok := h.ctx.Value(clientWatchKey{}).(*frontConn); ok {
 			// The hold may be long: notice a client that leaves meanwhile.
-			h.gone, h.stop = fc.watchClient()
+			h.gone, h.stop = fc.watchClient(nil)
 		}
 		h.timer = time.NewTimer(time.Until(h.deadline))
 	}

@@ -185,8 +185,9 @@ func appendHeader(b []byte, k, v string) []byte {
 }
 
 // serveLean proxies r on the lean path; errors get the same pages as the
-// ReverseProxy path through onError.
-func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError func(http.ResponseWriter, *http.Request, error)) {
+// ReverseProxy path through onError. It returns what the access log should
+// say of a request that failed, and a *cutError for a response cut short.
+func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError func(http.ResponseWriter, *http.Request, error)) error {
 	scratch := leanScratches.Get().(*leanScratch)
 	defer func() {
 		// A buffer grown for a large body is left to the GC, so that the
@@ -203,8 +204,8 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	if n := int(r.ContentLength); n > 0 {
 		buf = slices.Grow(buf, n)[:headLen+n]
 		if _, err := io.ReadFull(r.Body, buf[headLen:]); err != nil {
-			http.Error(w, "request body shorter than its Content-Length", http.StatusBadRequest)
-			return
+			answerBodyError(w, err)
+			return err
 		}
 	}
 	scratch.msg = buf
@@ -214,21 +215,20 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	})
 	if err != nil {
 		onError(w, r, err)
-		return
+		return nil
 	}
 	resp, fields := scratch.reply.Response, scratch.reply.Fields
 	defer resp.Body.Close() // before the scratch goes back: it holds the response
 	if resp.StatusCode >= 500 && s.settings.Load().cfg.Proxy.InterceptErrors {
 		onError(w, r, &interceptedError{status: resp.StatusCode})
-		return
+		return nil
 	}
 	if fields.Raw != nil {
 		// The request is sent: its buffer takes the fields that are kept.
 		stream := s.writeRawHead(w, resp, fields, buf[:0])
-		s.copyBody(w, resp, stream)
-		return
+		return s.copyBody(w, r, resp, stream)
 	}
-	s.writeResponse(w, resp)
+	return s.writeResponse(w, r, resp)
 }
 
 // rawHeadWriter is a ResponseWriter that sends header fields as the
@@ -320,7 +320,7 @@ func listedIn(connection [][]byte, name []byte) bool {
 // writeResponse copies an upstream response to the client: end-to-end
 // headers, the body (flushed at once when it is a stream: server-sent
 // events, or of unknown length), and trailers.
-func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
+func (s *Switcher) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
 	h := w.Header()
 	listed := connectionListed(resp.Header)
 	for k, vv := range resp.Header {
@@ -336,13 +336,18 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, resp *http.Response) {
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	s.copyBody(w, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
+	return s.copyBody(w, r, resp, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"))
 }
 
-// copyBody copies the body and trailers of resp, whose head is written,
-// flushing at once when it is a stream: an event stream, or of unknown
-// length.
-func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStream bool) {
+// copyBody copies the body and trailers of resp, whose head is written.
+// What arrives goes out as it arrives: at once for a stream (an event
+// stream, or of unknown length), and at the end of each burst otherwise (a
+// read that took less than the buffer's room; a body that comes whole with
+// its head goes out in one write with it). While the upstream is awaited
+// after a burst, a front client is watched: one that goes away cuts the
+// upstream read at once, and both connections close. A response cut short
+// returns a *cutError.
+func (s *Switcher) copyBody(w http.ResponseWriter, r *http.Request, resp *http.Response, eventStream bool) error {
 	h := w.Header()
 	flusher, _ := w.(http.Flusher)
 	stream := flusher != nil && (resp.ContentLength < 0 || eventStream)
@@ -356,24 +361,46 @@ func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStr
 	bufp := bufs.Get().(*[]byte)
 	defer bufs.Put(bufp)
 	buf := *bufp
+	var (
+		sent    int64
+		watched bool
+		gone    <-chan struct{}
+		stop    = func() {}
+	)
+	defer func() { stop() }()
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return // the client went away; the upstream connection is dropped
+				return &cutError{why: "client went away", sent: sent, want: resp.ContentLength}
 			}
-			if stream {
+			sent += int64(n)
+			if flusher != nil && rerr == nil && (stream || n < len(buf)) {
 				flusher.Flush()
+				if !watched {
+					watched = true
+					gone, stop = watchFrontClient(r, resp.Body)
+				}
 			}
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
+			select {
+			case <-gone:
+				return &cutError{why: "client went away", sent: sent, want: resp.ContentLength}
+			default:
+				if r.Context().Err() != nil {
+					// net/http's server ended the request: its client left.
+					return &cutError{why: "client went away", sent: sent, want: resp.ContentLength}
+				}
+			}
 			// The upstream failed mid-body: the client must see a broken
 			// response, not a short one that looks whole.
-			s.logger.Warn("upstream failed while sending the body", "error", rerr)
-			panic(http.ErrAbortHandler)
+			cut := &cutError{why: cutReason(rerr, s.settings.Load().cfg.Proxy.UpstreamReadTimeout.D()), sent: sent, want: resp.ContentLength}
+			s.logger.Warn("response cut short", "error", cut, "path", r.URL.Path)
+			return cut
 		}
 	}
 	for k, vv := range resp.Trailer {
@@ -383,4 +410,18 @@ func (s *Switcher) copyBody(w http.ResponseWriter, resp *http.Response, eventStr
 			h[http.TrailerPrefix+k] = vv
 		}
 	}
+	return nil
+}
+
+// watchFrontClient watches the front client of r while its response body
+// is awaited: one that goes away aborts the body's read. Nothing to do for
+// a request net/http serves: its context ends when the client goes, and
+// the upstream request with it.
+func watchFrontClient(r *http.Request, body io.ReadCloser) (gone <-chan struct{}, stop func()) {
+	fc, _ := r.Context().Value(clientWatchKey{}).(*frontConn)
+	ab, _ := body.(interface{ Abort() })
+	if fc == nil || ab == nil {
+		return nil, func() {}
+	}
+	return fc.watchClient(ab.Abort)
 }

@@ -333,16 +333,26 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 // observeRequest counts a request that ended with status code (0: none
 // written, which net/http sends as 200) and bytes of body, under pool pm,
 // and writes its access log line when access_log is on.
-func (s *Switcher) observeRequest(r *http.Request, pm *poolMetrics, code int, bytes int64, elapsed time.Duration) {
+//
+// note, when not nil, says why the request failed: a body that did not
+// come, a response cut short.
+func (s *Switcher) observeRequest(r *http.Request, pm *poolMetrics, code int, bytes int64, elapsed time.Duration, note error) {
 	if code == 0 {
 		code = http.StatusOK
 	}
 	pm.count(code)
 	pm.duration.Observe(elapsed.Seconds())
-	if s.settings.Load().cfg.AccessLog {
-		s.mx.access.Info("request", "method", r.Method, "path", r.RequestURI, "status", code, "bytes", bytes,
-			"duration", elapsed, "pool", pm.name, "remote", r.RemoteAddr, "request_id", r.Header.Get("X-Request-Id"))
+	if !s.settings.Load().cfg.AccessLog {
+		return
 	}
+	if note != nil {
+		s.mx.access.Info("request", "method", r.Method, "path", r.RequestURI, "status", code, "bytes", bytes,
+			"duration", elapsed, "pool", pm.name, "remote", r.RemoteAddr, "request_id", r.Header.Get("X-Request-Id"),
+			"error", note.Error())
+		return
+	}
+	s.mx.access.Info("request", "method", r.Method, "path", r.RequestURI, "status", code, "bytes", bytes,
+		"duration", elapsed, "pool", pm.name, "remote", r.RemoteAddr, "request_id", r.Header.Get("X-Request-Id"))
 }
 
 var recorders = sync.Pool{New: func() any { return new(recorder) }}
@@ -359,8 +369,9 @@ type statusKeeper interface {
 // offers pass through to the wrapped writer.
 type recorder struct {
 	http.ResponseWriter
-	code  int
-	bytes int64
+	code    int
+	bytes   int64
+	upgrade *proxied // an upgrade request's, whose connection Hijack hands over
 }
 
 // WriteHeader records the final status; 1xx informational responses other
@@ -398,6 +409,9 @@ func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil && w.code == 0 {
 		w.code = http.StatusSwitchingProtocols
+	}
+	if err == nil && w.upgrade != nil {
+		conn = w.upgrade.track(conn)
 	}
 	return conn, brw, err
 }

@@ -53,6 +53,7 @@ func (s *Switcher) Handler() http.Handler {
 			Rewrite:        s.rewrite,
 			Transport:      s,
 			ModifyResponse: s.modifyResponse,
+			FlushInterval:  -1, // what comes goes out at once (copyBody: the same on the lean path)
 			ErrorHandler:   onError,
 			BufferPool:     bufferPool{},
 			ErrorLog:       log.New(s.logger.Named("proxy").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true}), "", 0),
@@ -80,12 +81,19 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var rec *recorder
 	if !ok {
 		rec = recorders.Get().(*recorder)
-		rec.ResponseWriter, rec.code, rec.bytes = w, 0, 0
+		rec.ResponseWriter, rec.code, rec.bytes, rec.upgrade = w, 0, 0, nil
 		w, sk = rec, rec
+	}
+	if rec != nil && r.Body != nil && r.Body != http.NoBody {
+		// A body net/http reads: each read may wait client_body_timeout.
+		r.Body = &timedBody{rc: r.Body, ctl: http.NewResponseController(w), d: s.Config().Proxy.ClientBodyTimeout.D()}
 	}
 	// The pool a request is counted under is the active one when it starts,
 	// or none when maintenance mode answers it.
-	var pm *poolMetrics
+	var (
+		pm   *poolMetrics
+		note error // what the access log says of a request that failed
+	)
 	if rec != nil && checkRequest(w, r) {
 		// net/http parsed it (TLS, HTTP/2, a connection the front handed
 		// over): the request rules it may still break are checked here.
@@ -101,17 +109,20 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		pm = s.mx.pools[s.active.Load().Name()]
 		if leanRequest(r) {
-			s.serveLean(w, r, h.onError)
+			note = s.serveLean(w, r, h.onError)
 		} else {
-			h.rp.ServeHTTP(w, r)
+			note = h.serveProxy(w, r, rec)
 		}
 	}
 	code, bytes := sk.written()
 	if rec != nil {
-		rec.ResponseWriter = nil
+		rec.ResponseWriter, rec.upgrade = nil, nil
 		recorders.Put(rec)
 	}
-	s.observeRequest(r, pm, code, bytes, time.Since(start))
+	s.observeRequest(r, pm, code, bytes, time.Since(start), note)
+	if _, cut := note.(*cutError); cut {
+		panic(http.ErrAbortHandler) // the client must see the response broken
+	}
 }
 
 // rewrite prepares the upstream request: Host and the raw path and query are
@@ -175,6 +186,7 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 	if !httpsyntax.TokenNames(resp.Header) {
 		return pool.ErrBadFieldName
 	}
+	s.watchResponse(resp)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		asked := resp.Request.Header.Get("Upgrade")
 		if asked == "" || resp.Request.ProtoMajor != 1 || !strings.EqualFold(asked, resp.Header.Get("Upgrade")) {
@@ -193,6 +205,10 @@ func (s *Switcher) modifyResponse(resp *http.Response) error {
 func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var intercepted *interceptedError
 	switch {
+	case drainCut(r):
+		s.writePage(w, r, http.StatusGatewayTimeout, "")
+	case bodyTimedOut(r, err):
+		answerBodyError(w, &bodyTimeoutError{s.Config().Proxy.ClientBodyTimeout.D()})
 	case r.Context().Err() != nil, errors.Is(err, errClientGone):
 		// The client went away; nobody reads an answer.
 		w.WriteHeader(499)
@@ -242,6 +258,7 @@ func (s *Switcher) RoundTrip(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	err = s.deliver(req, body.consumed(), func(srv *pool.Server) error {
 		body.rewind(req)
+		sentTo(req, srv)
 		var err error
 		resp, err = srv.RoundTrip(req)
 		return err

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/state"
 )
@@ -96,8 +98,9 @@ type harness struct {
 	stop  func() // shuts the switcher down and waits for Serve to return; Cleanup calls it too
 }
 
-// startSwitcher serves a config made of base settings and the two pools.
-func startSwitcher(t testing.TB, base string, poolA, poolB []string) *harness {
+// startSwitcher serves a config made of base settings and the two pools;
+// with logs, the switcher logs there at info level.
+func startSwitcher(t testing.TB, base string, poolA, poolB []string, logs ...*syncBuffer) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	sock, err := os.MkdirTemp("", "ts")
@@ -127,7 +130,11 @@ servers = [%s]
 	if err != nil {
 		t.Fatal(err)
 	}
-	sw, err := New(Options{Config: cfg, Store: store})
+	var logger hclog.Logger
+	if len(logs) > 0 {
+		logger = hclog.New(&hclog.LoggerOptions{Output: logs[0], Level: hclog.Info})
+	}
+	sw, err := New(Options{Config: cfg, Store: store, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,6 +118,7 @@ func restartFields(old, cfg *config.Config) []string {
 	check("log_format", old.LogFormat != cfg.LogFormat)
 	check("proxy.client_header_timeout", old.Proxy.ClientHeaderTimeout != cfg.Proxy.ClientHeaderTimeout)
 	check("proxy.client_idle_timeout", old.Proxy.ClientIdleTimeout != cfg.Proxy.ClientIdleTimeout)
+	check("proxy.client_body_timeout", old.Proxy.ClientBodyTimeout != cfg.Proxy.ClientBodyTimeout)
 	return fields
 }
 
@@ -128,6 +129,7 @@ func keepRestartFields(cfg, old *config.Config) {
 	cfg.Control, cfg.ControlListen, cfg.State, cfg.MetricsListen = old.Control, old.ControlListen, old.State, old.MetricsListen
 	cfg.LogLevel, cfg.LogFormat = old.LogLevel, old.LogFormat
 	cfg.Proxy.ClientHeaderTimeout, cfg.Proxy.ClientIdleTimeout = old.Proxy.ClientHeaderTimeout, old.Proxy.ClientIdleTimeout
+	cfg.Proxy.ClientBodyTimeout = old.Proxy.ClientBodyTimeout
 }
 
 func (s *Switcher) configStatus() ConfigStatus {

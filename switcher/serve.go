@@ -80,7 +80,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			p.SetUnencryptedHTTP2(true)
 			std.Protocols = &p
 		}
-		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D())
+		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D(), cfg.Proxy.ClientBodyTimeout.D())
 		fronts = append(fronts, fr)
 		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
 		todo = append(todo, served{func() error { return fr.serve(ln) }, ln.Addr()})
@@ -149,12 +149,17 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	closeAll() // the fronts stop accepting; the http.Servers close theirs too
-	var swg sync.WaitGroup
+	var swg, aborting sync.WaitGroup
+	// Requests still with the upstream at the deadline are cut once their
+	// clients are gone, so that they close rather than get a 504.
+	aborted := make(chan struct{})
+	aborting.Add(len(fronts))
+	go func() { aborting.Wait(); close(aborted) }()
 	for _, fr := range fronts {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			fr.shutdown(sctx)
+			fr.shutdown(sctx, aborting.Done)
 		}()
 	}
 	for _, srv := range servers {
@@ -168,9 +173,13 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	}
 	for _, p := range s.pools {
 		swg.Add(1)
+		s.upgraded.goAwayOver(p, drain)
 		go func() {
 			defer swg.Done()
-			p.Drain(drain)
+			if p.Drain(drain) > 0 {
+				<-aborted
+				s.cutInFlight(p)
+			}
 		}()
 	}
 	swg.Wait()

@@ -231,7 +231,11 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	emit(Event{Type: "switched", ID: rec.ID})
 	s.observeSwitch(rec)
 
+	s.upgraded.goAwayOver(run.from, cfg.Proxy.DrainTimeout.D())
 	left := run.from.Drain(cfg.Proxy.DrainTimeout.D())
+	if left > 0 {
+		s.cutInFlight(run.from)
+	}
 	rec.FinishedAt = time.Now().UTC()
 	if err := s.store.Finish(rec.ID, rec.FinishedAt); err != nil {
 		log.Error("cannot record the end of the drain", "error", err)

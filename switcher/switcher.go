@@ -56,6 +56,9 @@ type Switcher struct {
 	pause     atomic.Pointer[pauseRun]
 	resumedAt atomic.Int64 // UnixNano of the last resume
 
+	upgraded upgradeSet // the client sides of upgraded connections (websockets)
+	inflight proxiedSet // the ReverseProxy path's requests in flight
+
 	maintenance atomic.Pointer[maintenanceMode]
 	switching   atomic.Pointer[switchRun] // the switch in progress, or nil
 	beginMu     sync.Mutex                // makes a switch's checks and reservation one step
@@ -182,6 +185,7 @@ func transportOptions(cfg *config.Config) pool.TransportOptions {
 	return pool.TransportOptions{
 		DialTimeout:           cfg.Proxy.DialTimeout.D(),
 		ResponseHeaderTimeout: cfg.Proxy.UpstreamTimeout.D(),
+		ReadTimeout:           cfg.Proxy.UpstreamReadTimeout.D(),
 		MaxIdle:               cfg.Proxy.MaxIdlePerServer,
 	}
 }
