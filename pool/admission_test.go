@@ -10,30 +10,53 @@ import (
 	"github.com/turnout/turnout/internal/testsock"
 )
 
-// bringUp puts s through probation to up with a passing check, as a server
-// that came back does: it starts slow.
-func bringUp(t *testing.T, s *Server) {
-	t.Helper()
-	changed := s.Monitor().Wait()
-	s.Monitor().Probation()
-	deadline := time.After(10 * time.Second)
-	for s.State() != healthcheck.Up {
+// upObserver signals each server that the pool has seen come up; the pool
+// calls it after it has acted on the change (slow start included).
+type upObserver chan *Server
+
+func (o upObserver) HealthChanged(_ *Pool, s *Server, prev healthcheck.State, snap healthcheck.Snapshot) {
+	if prev != healthcheck.Up && snap.State == healthcheck.Up {
 		select {
-		case <-changed:
-			changed = s.Monitor().Wait()
-		case <-deadline:
-			t.Fatalf("server %s did not come up: %+v", s.Key(), s.Monitor().Snapshot())
+		case o <- s:
+		default: // a test that does not listen
 		}
 	}
 }
 
+// newObservedPool returns a pool whose servers start up (trusted) and are
+// checked only once an hour, so that the test alone decides their state,
+// and the servers it sees come up.
+func newObservedPool(t *testing.T, specs ...config.Server) (*Pool, upObserver) {
+	t.Helper()
+	ups := make(upObserver, 16)
+	p := New(Options{Name: "A", Observer: ups, Transport: TransportOptions{DialTimeout: time.Second, MaxIdle: 4}})
+	p.SetServers(specs, tcpHealth(), healthcheck.Up, time.Hour)
+	t.Cleanup(p.Close)
+	return p, ups
+}
+
+// bringUp puts s through probation to up with a passing check, as a server
+// that came back does, and waits until the pool has acted on it.
+func bringUp(t *testing.T, s *Server, ups upObserver) {
+	t.Helper()
+	s.Monitor().Probation()
+	select {
+	case got := <-ups:
+		if got != s {
+			t.Fatalf("%s came up, want %s", got.Key(), s.Key())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server %s did not come up: %+v", s.Key(), s.Monitor().Snapshot())
+	}
+}
+
 func TestAServerThatComesUpStartsSlowAndGrowsWithAnswers(t *testing.T) {
-	p := newTestPool(t, spec("127.0.0.1:1", 1))
+	p, ups := newObservedPool(t, spec("127.0.0.1:1", 1))
 	s := p.Servers()[0]
 	if s.Limit() != -1 {
 		t.Fatalf("a trusted server starts with limit %d, want none (-1)", s.Limit())
 	}
-	bringUp(t, s)
+	bringUp(t, s, ups)
 	if s.Limit() != startLimit {
 		t.Fatalf("limit after coming up = %d, want %d", s.Limit(), startLimit)
 	}

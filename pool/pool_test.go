@@ -44,13 +44,10 @@ var checkPort = sync.OnceValue(func() int {
 	return ln.Addr().(*net.TCPAddr).Port
 })
 
-// newTestPool returns a pool whose servers start up (trusted) and are
-// checked only once an hour, so that the test alone decides their state.
+// newTestPool is newObservedPool for tests that do not watch servers come up.
 func newTestPool(t *testing.T, specs ...config.Server) *Pool {
 	t.Helper()
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, MaxIdle: 4}})
-	p.SetServers(specs, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
+	p, _ := newObservedPool(t, specs...)
 	return p
 }
 
