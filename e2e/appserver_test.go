@@ -26,8 +26,8 @@ import (
 
 // This file runs turnout in front of real app servers (uwsgi, gunicorn)
 // serving testdata/app.py, restarts them the ways their users do under load,
-// and counts at the application level what the clients saw: issue 19's
-// proof. The same pieces serve the restart recovery bench
+// and counts at the application level what the clients saw: the proof
+// that app server restarts lose nothing. The same pieces serve the restart recovery bench
 // (restartbench_test.go, scripts/bench-restart).
 
 // appServerKind is the app server a test runs.
@@ -567,7 +567,7 @@ func (p *directPulse) stop(restart span) time.Duration {
 	return slowest
 }
 
-// loadRate is the request rate of the restart scenarios, as in issue 19.
+// loadRate is the request rate of the restart scenarios.
 const loadRate = 200
 
 // restartUnderLoad loads url (a proxy in front of a) at loadRate, restarts a
@@ -626,7 +626,7 @@ servers = [%q]
 	return d.URL, c.Control
 }
 
-// appServerRestart is one of issue 19's restart scenarios.
+// appServerRestart is one of the restart scenarios.
 type appServerRestart struct {
 	name    string
 	server  appServerSpec
@@ -636,8 +636,8 @@ type appServerRestart struct {
 	slack time.Duration
 }
 
-// appServerRestarts are the restarts users of uwsgi and gunicorn do: those
-// issue 19 lists, and gunicorn's graceful reload; the first one, without a
+// appServerRestarts are the restarts users of uwsgi and gunicorn do: stop + start,
+// touch-reload, SIGHUP, and gunicorn's graceful reload; the first one, without a
 // restart, checks the harness.
 var appServerRestarts = []appServerRestart{
 	{"uwsgi/no restart", appServerSpec{Kind: uwsgi}, nil, 1500 * time.Millisecond},
@@ -649,7 +649,7 @@ var appServerRestarts = []appServerRestart{
 	{"gunicorn backlog 64/SIGHUP", appServerSpec{Kind: gunicorn, Backlog: 64}, sighup, 1500 * time.Millisecond},
 }
 
-// TestAppServerRestarts is issue 19's proof: turnout on its defaults in front
+// TestAppServerRestarts is the proof that app server restarts lose nothing: turnout on its defaults in front
 // of one real app server on a unix socket, under 200 req/s of GET and POST,
 // while the app server restarts the ways its users restart it. Every request
 // gets the app's 200, no POST is lost or applied twice, and the longest
@@ -688,7 +688,7 @@ func requireRecovery(t *testing.T, r restartRun, slack time.Duration) {
 	}
 }
 
-// TestPauseWhileAppServerRestarts is issue 19's pause: under 200 req/s,
+// TestPauseWhileAppServerRestarts is the pause's promise: under 200 req/s,
 // `turnout pause` holds every request while uwsgi stops and starts, for 3 s
 // in all; `turnout resume` lets them go to the app, and nothing fails or is
 // lost. Here "back" is the resume: the longest request waits at most 1.5 s

@@ -85,7 +85,7 @@ func shortHash(text string) string {
 
 var reloadedRE = regexp.MustCompile(`config reloaded`)
 
-// TestConfigReloadsUnderLoad is issue 5's promise, under 200 req/s of GET
+// TestConfigReloadsUnderLoad is the promise that config edits apply live without losing a request, under 200 req/s of GET
 // and POST: a Kubernetes-style symlink swap, a rename-over save, a
 // truncate-and-write and an `mv`, each adding or removing a server of the
 // active pool, are applied while the servers that stayed are up

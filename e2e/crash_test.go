@@ -21,7 +21,7 @@ func newestSwitch(recs []apiRecord, initial string) string {
 	return initial
 }
 
-// TestKillDuringSwitches is issue 4's crash promise: turnout killed with
+// TestKillDuringSwitches is the crash promise: turnout killed with
 // SIGKILL at random points of 20 switches (accepted with --no-wait, or
 // while a waiting switch runs) comes back on the pool the history's newest
 // switch names, serves it with the first request, and never finds its

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// TestReloadRefusesDurationBelowFloor is issue 20 point 12 on a running
+// TestReloadRefusesDurationBelowFloor is the duration floors on a running
 // daemon: an edit to `[health] timeout = "1ns"` (or interval) is not
 // applied; status shows why, naming the key, the floor and the value, and
 // traffic keeps flowing under the running config.

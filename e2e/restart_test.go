@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestRestartActivePoolUnderLoad is issue 2's main promise: both servers of
+// TestRestartActivePoolUnderLoad is the main promise: both servers of
 // the active pool (one on TCP, one on a unix socket) stop gracefully and
 // come back 1.5 s later, under 300 req/s of GET and POST for 8 s, and every
 // request gets its 200.

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// TestKillMidDrainCLIReadsOutcome is issue 20 point 9: the daemon killed
+// TestKillMidDrainCLIReadsOutcome is the switch verdict after a crash: the daemon killed
 // with SIGKILL after it persisted a switch, while a slow request keeps the
 // drain going, and started again: `turnout switch` reconnects, reads the
 // switch's record from the history and exits 0, and the daemon serves B.

@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// TestSwitchTwentyTimesUnderLoad is issue 3's main promise: 20 switches
+// TestSwitchTwentyTimesUnderLoad is the switch's main promise: 20 switches
 // A↔B with the real CLI under 300 req/s of GET and POST lose no request,
 // each exits 0, and the history holds the 20 switches in order.
 func TestSwitchTwentyTimesUnderLoad(t *testing.T) {

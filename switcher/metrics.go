@@ -37,8 +37,8 @@ const (
 const noPool = "none"
 
 // metrics are one Switcher's Prometheus collectors, in a registry of its own
-// so that several switchers can live in one process (tests). They hold no
-// strong reference to the Switcher: see metricsOf.
+// so that several switchers can live in one process (tests). The gauges of
+// pools and servers read the Switcher at scrape time (poolCollector).
 type metrics struct {
 	registry *prometheus.Registry
 	access   hclog.Logger

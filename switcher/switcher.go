@@ -146,7 +146,9 @@ func New(o Options) (*Switcher, error) {
 	s.logger.Info("pools ready", "active", activeName, "maintenance", on)
 	if pinned := o.Config.Active; pinned != "" && pinned != activeName {
 		s.logger.Info("the config pins another pool than the state file; switching", "state", activeName, "config", pinned)
+		s.mu.Lock()
 		s.reconcilePinnedLocked()
+		s.mu.Unlock()
 	}
 	return s, nil
 }
