@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/deadline"
 )
 
 // maxBody is how much of a response body the http check reads; a longer body
@@ -267,21 +267,21 @@ func (c *httpChecker) exchange(ctx context.Context, conn *net.Conn, deadline tim
 // roundTrip runs one check on conn. keep says whether conn may serve the
 // next check; stale reports a failure before any byte of the answer that was
 // not a timeout.
-func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, deadline time.Time) (keep, stale bool, err error) {
+func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, until time.Time) (keep, stale bool, err error) {
 	// Only reads get a deadline: the write of a small request on a
 	// connection whose previous answer was read cannot block, and a second
 	// timer per check costs as much as the check's own work.
-	if err := conn.SetReadDeadline(deadline); err != nil {
+	if err := conn.SetReadDeadline(until); err != nil {
 		return false, true, describe(ctx, c.timeout, err)
 	}
 	if _, err := conn.Write(c.request); err != nil {
-		return false, !isTimeout(err), describe(ctx, c.timeout, err)
+		return false, !deadline.IsTimeout(err), describe(ctx, c.timeout, err)
 	}
 	if _, err := c.br.Peek(1); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = errClosed
 		}
-		return false, !isTimeout(err), describe(ctx, c.timeout, err)
+		return false, !deadline.IsTimeout(err), describe(ctx, c.timeout, err)
 	}
 	head, err := readHead(c.br)
 	if err != nil {
@@ -347,12 +347,6 @@ func readUpTo(r io.Reader, buf []byte, n int) ([]byte, error) {
 // answering.
 var errClosed = errors.New("connection closed by the server without an answer")
 
-// isTimeout reports whether err is an I/O or dial deadline passing.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
-
 // describe shortens a check error to what an operator needs next to the
 // server's address: "timeout after 1s", "connect: connection refused".
 func describe(ctx context.Context, timeout time.Duration, err error) error {
@@ -360,7 +354,7 @@ func describe(ctx context.Context, timeout time.Duration, err error) error {
 		return ctx.Err()
 	}
 	// A full backlog's EAGAIN says Timeout() too, but it is no timeout.
-	if isTimeout(err) && !errors.Is(err, syscall.EAGAIN) {
+	if deadline.IsTimeout(err) && !errors.Is(err, syscall.EAGAIN) {
 		return &timeoutError{timeout}
 	}
 	var opErr *net.OpError

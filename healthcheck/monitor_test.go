@@ -15,7 +15,7 @@ import (
 )
 
 // deadline bounds every wait for an event that normally takes milliseconds.
-const deadline = 10 * time.Second
+const waitLimit = 10 * time.Second
 
 type event struct {
 	prev State
@@ -37,7 +37,7 @@ func (r *recorder) next(t *testing.T) event {
 	select {
 	case e := <-r.ch:
 		return e
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("no health event within the deadline")
 		return event{}
 	}
@@ -77,7 +77,7 @@ func (b *scripted) feed(t *testing.T, rec *recorder, code int) event {
 	t.Helper()
 	select {
 	case b.answers <- code:
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("no check reached the backend within the deadline")
 	}
 	return rec.next(t)
@@ -197,7 +197,7 @@ func TestProbationDiscardsStartedCheck(t *testing.T) {
 	m, rec := startMonitor(t, Options{Server: s, Health: h, Initial: Down})
 	select {
 	case <-arrived:
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("first check never reached the backend")
 	}
 	m.Probation()
@@ -285,7 +285,7 @@ func TestCloseWithHungCheck(t *testing.T) {
 	m.Start()
 	select {
 	case <-arrived:
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("check never reached the backend")
 	}
 	closed := make(chan struct{})
@@ -296,7 +296,7 @@ func TestCloseWithHungCheck(t *testing.T) {
 	}()
 	select {
 	case <-closed:
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("Close did not return with a hung check in flight")
 	}
 	if s := m.Snapshot(); !s.CheckedAt.IsZero() {
@@ -324,7 +324,7 @@ func TestDrainStopsChecks(t *testing.T) {
 	// The goroutine exits by itself: Close has nothing left to cancel.
 	select {
 	case <-m.done:
-	case <-time.After(deadline):
+	case <-time.After(waitLimit):
 		t.Fatal("check goroutine still running after Drain")
 	}
 	m.Probation()

@@ -2,10 +2,12 @@ package pool
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"syscall"
 	"time"
+
+	"github.com/turnout/turnout/internal/deadline"
+	"github.com/turnout/turnout/upstream"
 )
 
 // Admission: how many requests a server is sent at once.
@@ -40,36 +42,16 @@ const (
 	overloadLogEvery = 10 * time.Second
 )
 
-// OverloadError is returned by Server.Exchange and Server.RoundTrip when the
-// server refused the connection for want of room in its listen backlog: the
-// request was never sent, and the server is alive. deliver holds the request
-// until the server (or another) has a slot.
-type OverloadError struct {
-	Server string
-	Err    error
-}
-
-func (e *OverloadError) Error() string {
-	return fmt.Sprintf("connect to %s: listen backlog full: %v", e.Server, e.Err)
-}
-func (e *OverloadError) Unwrap() error { return e.Err }
-
-// IsOverload reports whether err says the server's listen backlog was full.
-func IsOverload(err error) bool {
-	var o *OverloadError
-	return errors.As(err, &o)
-}
-
 // overloadOf classifies a failed dial: a full unix-socket backlog (EAGAIN),
 // or a TCP connect timeout while the server answered other requests since
 // served was read (its backlog dropped our SYNs) is an overload.
-func (s *Server) overloadOf(err error, served uint64) *OverloadError {
-	var d *DialError
+func (s *Server) overloadOf(err error, served uint64) *upstream.OverloadError {
+	var d *upstream.DialError
 	if !errors.As(err, &d) {
 		return nil
 	}
-	if errors.Is(d.Err, syscall.EAGAIN) || isTimeout(d.Err) && s.served.Load() != served {
-		return &OverloadError{Server: d.Server, Err: d.Err}
+	if errors.Is(d.Err, syscall.EAGAIN) || deadline.IsTimeout(d.Err) && s.served.Load() != served {
+		return &upstream.OverloadError{Server: d.Server, Err: d.Err}
 	}
 	return nil
 }
@@ -138,7 +120,7 @@ func (s *Server) slowStart() {
 // overloaded records that the server's backlog was full: it takes no new
 // request until a response head arrives or a short backoff passes, then
 // half of those pending at the overflow.
-func (s *Server) overloaded(err *OverloadError) {
+func (s *Server) overloaded(err *upstream.OverloadError) {
 	s.overloads.Add(1)
 	s.gateMu.Lock()
 	defer s.gateMu.Unlock()
@@ -198,7 +180,7 @@ func (s *Server) stopGate() {
 	}
 }
 
-func (s *Server) logOverloadLocked(err *OverloadError) {
+func (s *Server) logOverloadLocked(err *upstream.OverloadError) {
 	s.unlogged++
 	if now := time.Now(); now.Sub(s.loggedAt) >= overloadLogEvery {
 		s.pool.logger.Warn("server's listen backlog is full: requests wait in turnout and go out as it accepts them;"+

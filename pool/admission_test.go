@@ -8,6 +8,7 @@ import (
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
 	"github.com/turnout/turnout/internal/testsock"
+	"github.com/turnout/turnout/upstream"
 )
 
 // upObserver signals each server that the pool has seen come up; the pool
@@ -140,7 +141,7 @@ func TestAFullBacklogIsAnOverloadNotADeadServer(t *testing.T) {
 	s := p.Pick(nil)
 	req, _ := http.NewRequest(http.MethodPost, "http://upstream/", nil)
 	_, _, err := exchange(s, req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"))
-	if !IsOverload(err) || IsDialError(err) {
+	if !upstream.IsOverload(err) || upstream.IsDialError(err) {
 		t.Fatalf("error %v, want an overload (and not a dial error, which would mark the server down)", err)
 	}
 	if s.State() != healthcheck.Up || s.InFlight() != 0 || s.Overloads() != 1 {

@@ -6,6 +6,6 @@ package pool
 // than zero); net/http's transport ends its requests with their context.
 func (p *Pool) CutInFlight() {
 	for _, s := range p.Servers() {
-		s.transport.Load().lean.abortBusy()
+		s.transport.Load().lean.AbortBusy()
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/upstream"
 )
 
 // tcpHealth checks a port of its own (checkPort) rather than the servers',
@@ -124,7 +125,7 @@ func TestRoundTripDialErrorMarksDown(t *testing.T) {
 	s := p.Pick(nil)
 	req, _ := http.NewRequest(http.MethodPost, "http://upstream/", strings.NewReader("body"))
 	_, err = s.RoundTrip(req)
-	if !IsDialError(err) {
+	if !upstream.IsDialError(err) {
 		t.Fatalf("error %v, want a dial error", err)
 	}
 	if s.State() != healthcheck.Down || s.InFlight() != 0 {
@@ -186,4 +187,11 @@ func TestDrainTimeoutReportsRequestsLeft(t *testing.T) {
 	if left := p.Drain(10 * time.Millisecond); left != 1 {
 		t.Fatalf("drain left %d, want 1", left)
 	}
+}
+
+// exchange is Server.Exchange with a Reply of its own.
+func exchange(s *Server, req *http.Request, msg []byte) (*http.Response, upstream.Fields, error) {
+	reply := new(upstream.Reply)
+	err := s.Exchange(req, msg, reply)
+	return reply.Response, reply.Fields, err
 }

@@ -1,19 +1,16 @@
 package pool
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/upstream"
 )
 
 // TransportOptions configures the upstream connections of a server.
@@ -28,40 +25,6 @@ type TransportOptions struct {
 	ReadTimeout time.Duration
 	// MaxIdle bounds the idle keep-alive connections kept to the server.
 	MaxIdle int
-}
-
-// DialError is returned by Server.RoundTrip and Server.Exchange when the
-// server could not be connected to: the request never reached it, whatever
-// its method.
-type DialError struct {
-	Server string
-	Err    error
-}
-
-// ServerFault reports whether the failure says the server is not there
-// (refused, reset, unreachable, timed out, its socket file missing), rather
-// than that this machine ran out of something (file descriptors, local
-// ports), which marking the server down would not mend.
-func (e *DialError) ServerFault() bool {
-	var errno syscall.Errno
-	if !errors.As(e.Err, &errno) {
-		return true // timeouts and resolver errors are the server's side
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL, syscall.ENOBUFS, syscall.ENOMEM:
-		return false
-	}
-	return true
-}
-
-func (e *DialError) Error() string { return fmt.Sprintf("connect to %s: %v", e.Server, e.Err) }
-func (e *DialError) Unwrap() error { return e.Err }
-
-// IsDialError reports whether err says the request never reached a server
-// because the server is not there (see DialError.ServerFault).
-func IsDialError(err error) bool {
-	var d *DialError
-	return errors.As(err, &d) && d.ServerFault()
 }
 
 // Server is one upstream server of a pool: its address and weight, its health
@@ -134,7 +97,7 @@ func (s *Server) HealthChanged(_ *healthcheck.Monitor, prev healthcheck.State, s
 // for requests whose body is in memory (Exchange), and net/http's for the
 // rest: upgrades and streamed bodies (RoundTrip).
 type transports struct {
-	lean *h1Transport
+	lean *upstream.Client
 	std  *http.Transport
 }
 
@@ -144,40 +107,22 @@ func (t *transports) closeIdle() {
 }
 
 func (s *Server) setTransport(o TransportOptions) {
-	network, address := s.spec.Network, s.spec.Address
-	dialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
-	dial := func(ctx context.Context) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, address)
-		if err != nil {
-			return nil, &DialError{Server: s.spec.Key(), Err: err}
-		}
-		return c, nil
+	uo := upstream.Options{
+		Dial:                  upstream.Dialer(s.spec.Key(), s.spec.Network, s.spec.Address, o.DialTimeout),
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		MaxIdle:               o.MaxIdle,
 	}
-	t := &transports{
-		lean: &h1Transport{dial: dial, headerTimeout: o.ResponseHeaderTimeout, readTimeout: o.ReadTimeout, maxIdle: max(o.MaxIdle, 1)},
-		std: &http.Transport{
-			Proxy: nil,
-			// The URL's host is a placeholder: every connection goes to this server.
-			DialContext:            func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-			MaxIdleConns:           0,
-			MaxIdleConnsPerHost:    max(o.MaxIdle, 1),
-			IdleConnTimeout:        90 * time.Second,
-			ResponseHeaderTimeout:  o.ResponseHeaderTimeout,
-			MaxResponseHeaderBytes: maxResponseHead, // the lean path's bound too
-			ExpectContinueTimeout:  time.Second,
-			DisableCompression:     true,
-			ForceAttemptHTTP2:      false,
-		},
-	}
+	t := &transports{lean: upstream.NewClient(uo), std: upstream.NewTransport(uo)}
 	if old := s.transport.Swap(t); old != nil {
-		old.lean.retire()
+		old.lean.Retire()
 		old.std.CloseIdleConnections()
 	}
 }
 
 // RoundTrip sends req, picked for this server by Pool.Pick, to the server. A
 // connection failure marks the server down at once (passive check) and
-// returns a *DialError. The in-flight count taken by Pick lasts until the
+// returns a *upstream.DialError. The in-flight count taken by Pick lasts until the
 // response body is closed; an upgraded connection (101) counts until it is
 // closed, and is closed by a drain that times out.
 func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -218,7 +163,7 @@ func (s *Server) failed(err error, served uint64) error {
 		s.overloaded(o)
 		return o
 	}
-	if IsDialError(err) {
+	if upstream.IsDialError(err) {
 		s.monitor.MarkDown(err)
 	}
 	return err
@@ -237,17 +182,16 @@ func (s *Server) failed(err error, served uint64) error {
 // reply.Fields.Raw holds them. They stay valid until the body is first
 // read or closed. For any other response, Fields.Raw is nil and
 // Response.Header is as net/http parses it.
-func (s *Server) Exchange(req *http.Request, msg []byte, reply *Reply) error {
+func (s *Server) Exchange(req *http.Request, msg []byte, reply *upstream.Reply) error {
 	served := s.served.Load()
-	if err := s.transport.Load().lean.exchange(req, msg, reply); err != nil {
-		reply.Response, reply.Fields = nil, Fields{} // a 1xx or 101 read before the error
-		if err := s.failed(err, served); IsDialError(err) || IsOverload(err) {
+	if err := s.transport.Load().lean.Exchange(req, msg, reply); err != nil {
+		if err := s.failed(err, served); upstream.IsDialError(err) || upstream.IsOverload(err) {
 			return err
 		}
 		return fmt.Errorf("%s: %w", s.Key(), err)
 	}
 	s.answered()
-	reply.body.closed = s.doneFn
+	reply.OnClose(s.doneFn)
 	return nil
 }
 

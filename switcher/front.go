@@ -24,7 +24,7 @@ import (
 
 	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
-	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/upstream"
 )
 
 // front serves plain HTTP/1.1 on a listener itself: net/http's server costs a
@@ -110,7 +110,7 @@ func (f *front) shutdown(ctx context.Context, closed func()) {
 	f.mu.Lock()
 	for fc := range f.conns {
 		if fc.idle.Load() {
-			fc.c.SetReadDeadline(aLongTimeAgo)
+			fc.c.SetReadDeadline(deadline.Past)
 		}
 	}
 	f.mu.Unlock()
@@ -146,9 +146,6 @@ func (fc *frontConn) abort() {
 	}
 	go fc.c.Close()
 }
-
-// aLongTimeAgo is a deadline in the past: it makes a blocked read return.
-var aLongTimeAgo = time.Unix(1, 0)
 
 // setIdle records whether fc waits for a request; it reports false when the
 // front is closing and fc should stop.
@@ -233,7 +230,7 @@ func (fc *frontConn) watchClient(onGone func()) (gone <-chan struct{}, stop func
 				return
 			}
 			if err := fc.cr.fillFrom(raw); err != nil {
-				if !isTimeout(err) {
+				if !deadline.IsTimeout(err) {
 					if onGone != nil {
 						onGone()
 					}
@@ -245,10 +242,10 @@ func (fc *frontConn) watchClient(onGone func()) (gone <-chan struct{}, stop func
 	}()
 	return left, func() {
 		if dup == nil {
-			fc.c.SetReadDeadline(aLongTimeAgo)
+			fc.c.SetReadDeadline(deadline.Past)
 			<-done
 		} else {
-			dup.SetReadDeadline(aLongTimeAgo)
+			dup.SetReadDeadline(deadline.Past)
 			<-done
 			dup.Close()
 		}
@@ -740,7 +737,7 @@ func (b *frontBody) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF && b.n > 0:
 		err = io.ErrUnexpectedEOF
-	case isTimeout(err):
+	case deadline.IsTimeout(err):
 		err = &bodyTimeoutError{fc.f.bodyTimeout}
 	}
 	if err != nil && err != io.EOF {
@@ -810,13 +807,13 @@ func (w *frontWriter) WriteHeader(code int) {
 		return
 	}
 	_, date := w.header["Date"]
-	w.writeHead(code, &pool.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
+	w.writeHead(code, &upstream.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
 }
 
 // writeRawHeader is WriteHeader for an upstream response whose fields come
 // as sent, less the hop-by-hop ones: they are written as they are, then the
 // header map's and the front's own.
-func (w *frontWriter) writeRawHeader(code int, h pool.Fields) bool {
+func (w *frontWriter) writeRawHeader(code int, h upstream.Fields) bool {
 	if code < 200 {
 		return false
 	}
@@ -836,7 +833,7 @@ func (w *frontWriter) takeBuffer() {
 
 // writeHead writes the status line, raw's fields, the header map's and the
 // framing and Date fields the response needs.
-func (w *frontWriter) writeHead(code int, raw *pool.Fields) {
+func (w *frontWriter) writeHead(code int, raw *upstream.Fields) {
 	w.takeBuffer()
 	w.wroteHeader, w.status = true, code
 	h := w.header

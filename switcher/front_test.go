@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
@@ -494,7 +495,7 @@ func BenchmarkFront(b *testing.B) {
 // connections, sends one request on each, and counts the stack bytes that
 // appeared, with the GC off (a GC shrinks stacks and would hide a request
 // path that grows them). The whole request path, front to upstream read,
-// fits in a 4 KiB stack (see sendOnce in pool/h1.go): about 4,000
+// fits in a 4 KiB stack (see sendOnce in upstream/h1.go): about 4,000
 // stack-B/conn; 8,000 or more means that a change made it outgrow one.
 // Read it without -race, whose instrumentation makes every frame larger.
 func BenchmarkFrontConnectionStack(b *testing.B) {
@@ -857,7 +858,7 @@ func TestShutdownClosesAConnectionWhoseRequestIsInFlight(t *testing.T) {
 	<-arrived
 	go h.stop()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(c); isTimeout(err) || len(b) > 0 {
+	if b, err := io.ReadAll(c); deadline.IsTimeout(err) || len(b) > 0 {
 		t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
 	}
 }

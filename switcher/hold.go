@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/upstream"
 )
 
 // deliver calls send with a server of the active pool until one answers.
@@ -62,7 +64,7 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			return nil
 		case req.Context().Err() != nil:
 			return err
-		case (pool.IsDialError(err) || pool.IsOverload(err)) && !consumed():
+		case (upstream.IsDialError(err) || upstream.IsOverload(err)) && !consumed():
 			// The server never saw the request: any method may go
 			// elsewhere, or wait for a slot.
 			failed, retryErr = srv, nil
@@ -71,7 +73,7 @@ func (s *Switcher) deliver(req *http.Request, consumed func() bool, send func(*p
 			} else if time.Now().After(h.deadline) && s.pause.Load() == nil {
 				return errHoldTimeout
 			}
-		case !retried && pool.Idempotent(req) && !consumed() && !isTimeout(err):
+		case !retried && upstream.Idempotent(req) && !consumed() && !deadline.IsTimeout(err):
 			retried = true
 			// A timeout is not retried: the app is slow, not gone, and a
 			// second try would double both its load and the client's wait.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/upstream"
 )
 
 // The lean path serves the common request — no upgrade, a body of known
@@ -84,7 +85,7 @@ var leanScratches = sync.Pool{New: func() any {
 
 type leanScratch struct {
 	msg    []byte
-	reply  pool.Reply
+	reply  upstream.Reply
 	w      http.ResponseWriter          // the client's, while a request runs
 	got1xx func(int, http.Header) error // forward1xx, made once
 }
@@ -195,7 +196,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 		if cap(scratch.msg) > 8<<10 {
 			scratch.msg = make([]byte, 0, 1024)
 		}
-		scratch.reply, scratch.w = pool.Reply{}, nil // let go of the request, the connection, the body, the client
+		scratch.reply, scratch.w = upstream.Reply{}, nil // let go of the request, the connection, the body, the client
 		leanScratches.Put(scratch)
 	}()
 	scratch.w, scratch.reply.Got1xx = w, scratch.got1xx
@@ -235,7 +236,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 // upstream sent them (the front's own writer), instead of from its Header
 // map; it reports false when it cannot.
 type rawHeadWriter interface {
-	writeRawHeader(code int, fields pool.Fields) bool
+	writeRawHeader(code int, fields upstream.Fields) bool
 }
 
 // writeRawHead writes the status and header fields of a response whose
@@ -244,7 +245,7 @@ type rawHeadWriter interface {
 // write. fields must be written before the body is read: they are in the
 // upstream connection's buffer. It reports whether the body is an event
 // stream.
-func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields pool.Fields, scratch []byte) (eventStream bool) {
+func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields upstream.Fields, scratch []byte) (eventStream bool) {
 	if fields.HopByHop {
 		fields = endToEnd(fields.Raw, scratch)
 	}
@@ -267,7 +268,7 @@ func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fiel
 // endToEnd copies into scratch the field lines of raw that are not
 // hop-by-hop (RFC 9110 section 7.6.1): neither one of the hop-by-hop
 // fields nor one a Connection field names.
-func endToEnd(raw, scratch []byte) pool.Fields {
+func endToEnd(raw, scratch []byte) upstream.Fields {
 	var connection [][]byte // the Connection fields' values
 	kept := scratch[:0]
 	for rest := raw; len(rest) > 0; {
@@ -282,7 +283,7 @@ func endToEnd(raw, scratch []byte) pool.Fields {
 			kept = append(kept, line...)
 		}
 	}
-	return pool.FieldsOf(dropListed(kept, connection))
+	return upstream.FieldsOf(dropListed(kept, connection))
 }
 
 // dropListed removes from fields, in place, those a Connection field names

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -19,9 +18,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pages"
 	"github.com/turnout/turnout/pool"
+	"github.com/turnout/turnout/upstream"
 )
 
 // Reasons a request gets the maintenance page instead of an upstream response.
@@ -63,7 +64,7 @@ func (s *Switcher) Handler() http.Handler {
 
 // frontHandler is Handler's: one method rather than a chain of wrapped
 // handlers, as each would add its frame to every request's stack, at the
-// bottom of the exchange's (see sendOnce in pool/h1.go).
+// bottom of the exchange's (see sendOnce in upstream/h1.go).
 type frontHandler struct {
 	s       *Switcher
 	rp      *httputil.ReverseProxy
@@ -172,11 +173,6 @@ func (s *Switcher) fromTrustedProxy(r *http.Request) bool {
 	return false
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // errBadUpgrade rejects a 101 the request did not ask for, or one the client
 // connection cannot take (HTTP/2): ReverseProxy would give up on it without
 // closing the upstream connection.
@@ -184,7 +180,7 @@ var errBadUpgrade = errors.New("upstream switched protocols unasked")
 
 func (s *Switcher) modifyResponse(resp *http.Response) error {
 	if !httpsyntax.TokenNames(resp.Header) {
-		return pool.ErrBadFieldName
+		return upstream.ErrBadFieldName
 	}
 	s.watchResponse(resp)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -221,13 +217,13 @@ func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error)
 			msg = p.message
 		}
 		s.writePage(w, r, http.StatusServiceUnavailable, msg)
-	case errors.As(err, new(*clientBodyError)) && !isTimeout(err):
+	case errors.As(err, new(*clientBodyError)) && !deadline.IsTimeout(err):
 		s.logger.Debug("bad request body", "error", err, "path", r.URL.Path)
 		w.Header().Set("Connection", "close")
 		http.Error(w, "the request body is malformed or was cut short", http.StatusBadRequest)
 	case errors.As(err, &intercepted):
 		s.writePage(w, r, intercepted.status, "")
-	case isTimeout(err):
+	case deadline.IsTimeout(err):
 		s.logger.Warn("upstream timed out", "error", err, "path", r.URL.Path)
 		s.writePage(w, r, http.StatusGatewayTimeout, "")
 	default:
@@ -279,7 +275,7 @@ func replayable(req *http.Request) (*replayableBody, error) {
 		return nil, nil
 	}
 	b := &replayableBody{rc: req.Body}
-	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && pool.Idempotent(req) {
+	if req.ContentLength > 0 && req.ContentLength <= maxKeptBody && upstream.Idempotent(req) {
 		data, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength))
 		if err != nil {
 			return nil, &clientBodyError{err}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
@@ -296,7 +297,7 @@ func (c *vettedConn) Read(p []byte) (int, error) {
 			continue
 		}
 		if err := c.fill(); err != nil {
-			if len(c.buf) == 0 || isTimeout(err) {
+			if len(c.buf) == 0 || deadline.IsTimeout(err) {
 				return 0, err // a deadline of net/http's: the next read goes on
 			}
 			// The connection ends with part of a head or line: net/http

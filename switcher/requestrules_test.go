@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/turnout/turnout/internal/deadline"
 )
 
 // sendRaw writes raw on a new connection to addr and reads the answers
@@ -30,7 +31,7 @@ func sendRaw(t *testing.T, addr, raw string) (statuses []int, closed bool) {
 	for {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			return statuses, !isTimeout(err)
+			return statuses, !deadline.IsTimeout(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		statuses = append(statuses, resp.StatusCode)

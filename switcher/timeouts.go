@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/turnout/turnout/internal/deadline"
 )
 
 // The timeouts of a request's body and of a response's, and what is logged
@@ -114,7 +116,7 @@ func cutReason(err error, readTimeout time.Duration) string {
 		return "upstream closed"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, errUpstreamStalled):
 		return fmt.Sprintf("upstream sent nothing for %v (upstream_read_timeout)", readTimeout)
-	case isTimeout(err):
+	case deadline.IsTimeout(err):
 		return "cut at drain_timeout" // pool's abort: the only other timeout of a body read
 	}
 	return "upstream failed: " + err.Error()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/pool"
 )
 
@@ -142,7 +143,7 @@ func (c *upgradedClient) goAway() {
 		c.wmu.Unlock()
 	}
 	c.away.Store(true)
-	c.Conn.SetReadDeadline(aLongTimeAgo)
+	c.Conn.SetReadDeadline(deadline.Past)
 }
 
 // Close closes the connection and forgets it.

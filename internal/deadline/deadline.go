@@ -1,9 +1,12 @@
-// Package deadline moves a connection's read deadline only when it must:
-// each move costs a timer update, and on a kept-alive connection most
-// requests can keep the deadline the one before them set.
+// Package deadline holds turnout's one notion of a connection's time
+// limits: a read deadline moved only when it must (each move costs a timer
+// update, and on a kept-alive connection most requests can keep the
+// deadline the one before them set), the deadline in the past that unblocks
+// a connection, and the test for a timeout error.
 package deadline
 
 import (
+	"errors"
 	"net"
 	"time"
 )
@@ -33,4 +36,15 @@ func (r *Read) Within(c net.Conn, now time.Time, d time.Duration) {
 // of the timeout, at most a second.
 func Slack(d time.Duration) time.Duration {
 	return min(d/10, time.Second)
+}
+
+// Past is a deadline in the past: set on a connection, it makes blocked
+// reads and writes return at once.
+var Past = time.Unix(1, 0)
+
+// IsTimeout reports whether err is a timeout: a deadline that passed, a
+// dial or a response header wait that ran out.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

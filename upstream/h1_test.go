@@ -1,4 +1,4 @@
-package pool
+package upstream
 
 import (
 	"bufio"
@@ -16,13 +16,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/turnout/turnout/config"
-	"github.com/turnout/turnout/healthcheck"
 )
 
 // send picks the pool's server and sends one request through the lean path.
-func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, string) {
+func send(t *testing.T, p *Client, method, path, body string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://upstream"+path, nil)
 	if err != nil {
@@ -32,8 +29,7 @@ func send(t *testing.T, p *Pool, method, path, body string) (*http.Response, str
 	if body != "" {
 		head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 	}
-	s := p.Pick(nil)
-	resp, fields, err := exchange(s, req, []byte(head+"\r\n"+body))
+	resp, fields, err := exchange(p, req, []byte(head+"\r\n"+body))
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -61,7 +57,7 @@ func TestLeanPathReusesConnections(t *testing.T) {
 	}
 	backend.Start()
 	defer backend.Close()
-	p := newTestPool(t, spec(backend.Listener.Addr().String(), 1))
+	p := newTestClient(t, backend.Listener.Addr().String())
 	for i := range 10 {
 		method := []string{"GET", "POST"}[i%2]
 		if _, body := send(t, p, method, "/", "x"); body != method+" x" {
@@ -124,7 +120,7 @@ func TestLeanPathSurvivesServerClosingIdleConnections(t *testing.T) {
 		defer c.Close()
 		answerOK(c, "")
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	for i := range 20 {
 		method := []string{"POST", "GET"}[i%2]
 		if resp, body := send(t, p, method, "/", "payload"); resp.StatusCode != 200 || body != "ok" {
@@ -143,7 +139,7 @@ func TestLeanPathChecksIdleConnectionsForLargePOSTs(t *testing.T) {
 		c.Close()
 		closed <- struct{}{}
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	large := strings.Repeat("x", 2*oneRead)
 	for i := range 5 {
 		if resp, body := send(t, p, "POST", "/", large); resp.StatusCode != 200 || body != "ok" {
@@ -182,12 +178,12 @@ func TestLeanPathSurvivesEveryIdleConnectionClosingAtOnce(t *testing.T) {
 		c.Close()
 		closed.Done()
 	})
-	p := newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, MaxIdle: k})
+	p := newClientWith(t, addr, Options{MaxIdle: k})
 	errs := make(chan error, k)
 	for range k {
 		go func() {
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
+			resp, _, err := exchange(p, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 			if err == nil {
 				_, err = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
@@ -229,7 +225,7 @@ func TestLeanPathChecksAConnectionAfterAHEAD(t *testing.T) {
 		close(junkSent)
 		readRequest(c) // a request sent here gets no answer
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	if resp, _ := send(t, p, "HEAD", "/", ""); resp.StatusCode != 200 {
 		t.Fatalf("HEAD: %d", resp.StatusCode)
 	}
@@ -249,7 +245,7 @@ func TestLeanPathChecksAConnectionAfterAHEAD(t *testing.T) {
 // reads); halfClosed is closed then. Later connections get an answer each.
 // It returns a pool with a response header timeout of 5 s on it, whose
 // first GET has been answered.
-func halfClosingRelay(t *testing.T, halfClose <-chan struct{}) (p *Pool, accepted *atomic.Int64, halfClosed <-chan struct{}) {
+func halfClosingRelay(t *testing.T, halfClose <-chan struct{}) (p *Client, accepted *atomic.Int64, halfClosed <-chan struct{}) {
 	t.Helper()
 	done := make(chan struct{})
 	addr, accepted := rawServer(t, func(n int64, c net.Conn) {
@@ -263,28 +259,29 @@ func halfClosingRelay(t *testing.T, halfClose <-chan struct{}) (p *Pool, accepte
 		close(done)
 		io.Copy(io.Discard, c)
 	})
-	p = newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+	p = newClientWith(t, addr, Options{ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
 	}
 	return p, accepted, done
 }
 
-// newPoolWith returns a pool of the one server at addr, up, with
-// transport options o.
-func newPoolWith(t *testing.T, addr string, o TransportOptions) *Pool {
+// newClientWith returns a client to the server at addr, with options o
+// (their Dial set), closed at the end of the test.
+func newClientWith(t *testing.T, addr string, o Options) *Client {
 	t.Helper()
-	p := New(Options{Name: "A", Transport: o})
-	p.SetServers([]config.Server{spec(addr, 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	t.Cleanup(p.Close)
-	return p
+	o.Dial = Dialer(addr, "tcp", addr, time.Second)
+	c := NewClient(o)
+	t.Cleanup(c.Retire)
+	return c
 }
 
-// Something between turnout and the app (socat, an ssh tunnel, an old
-// docker-proxy) may pass the app's close on as a half-close: a FIN, while
-// it still reads. No reset answers a request sent there, so nothing but the
-// peek tells that the connection is dead; a request sent on it would wait
-// for the response header timeout.
+// newTestClient is newClientWith on the options pool gives by default.
+func newTestClient(t *testing.T, addr string) *Client {
+	t.Helper()
+	return newClientWith(t, addr, Options{ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 4})
+}
+
 func TestLeanPathChecksAHalfClosedConnection(t *testing.T) {
 	halfClose := make(chan struct{})
 	close(halfClose) // at once, after the first answer
@@ -317,7 +314,7 @@ func TestLeanPathChunkedTrailersHeadAndNoContent(t *testing.T) {
 		}
 	}))
 	defer backend.Close()
-	p := newTestPool(t, spec(backend.Listener.Addr().String(), 1))
+	p := newTestClient(t, backend.Listener.Addr().String())
 
 	resp, body := send(t, p, "GET", "/chunked", "")
 	if body != "part1 part2" || resp.Trailer.Get("X-Sum") != "42" {
@@ -342,18 +339,12 @@ func TestLeanPathResponseHeaderTimeout(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
 	defer backend.Close()
 	defer close(release)
-	p := New(Options{Name: "A", Transport: TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 50 * time.Millisecond, MaxIdle: 4}})
-	p.SetServers([]config.Server{spec(backend.Listener.Addr().String(), 1)}, tcpHealth(), healthcheck.Up, time.Hour)
-	defer p.Close()
+	p := newClientWith(t, backend.Listener.Addr().String(), Options{ResponseHeaderTimeout: 50 * time.Millisecond, MaxIdle: 4})
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
-	s := p.Pick(nil)
-	_, _, err := exchange(s, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
+	_, _, err := exchange(p, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("error %v, want a timeout", err)
-	}
-	if s.InFlight() != 0 {
-		t.Fatalf("in flight %d after a timeout", s.InFlight())
 	}
 }
 
@@ -377,7 +368,7 @@ func TestLeanPathResendsARequestTheServerResetUnread(t *testing.T) {
 			return n > 0 || err != syscall.EAGAIN
 		})
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -400,16 +391,15 @@ func TestLeanPathResendsARequestTheServerClosedBeforeItArrived(t *testing.T) {
 		defer c.Close()
 		answerOK(c, "Connection: close\r\n")
 	})
-	testAfterPeek = func(c *h1Conn) {
-		testAfterPeek = nil
+	p := newTestClient(t, addr)
+	p.hooks.afterPeek = func(c *h1Conn) {
+		p.hooks.afterPeek = nil
 		(<-first).Close()
 		// Wait until the close has reached our side.
 		for c.pendingError() == nil && quiet(c) {
 			runtime.Gosched()
 		}
 	}
-	defer func() { testAfterPeek = nil }()
-	p := newTestPool(t, spec(addr, 1))
 	if resp, body := send(t, p, "POST", "/", "payload"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -434,8 +424,8 @@ func quiet(c *h1Conn) bool {
 func TestLeanPathChecksAConnectionHalfClosedJustBeforeTheWrite(t *testing.T) {
 	halfClose := make(chan struct{})
 	p, accepted, _ := halfClosingRelay(t, halfClose)
-	testBeforeWrite = func(c *h1Conn) {
-		testBeforeWrite = nil
+	p.hooks.beforeWrite = func(c *h1Conn) {
+		p.hooks.beforeWrite = nil
 		close(halfClose)
 		for quiet(c) { // until the FIN has reached this side
 			runtime.Gosched()
@@ -444,7 +434,6 @@ func TestLeanPathChecksAConnectionHalfClosedJustBeforeTheWrite(t *testing.T) {
 		// what a peek made before the wait began would lose.
 		time.Sleep(2 * time.Millisecond)
 	}
-	defer func() { testBeforeWrite = nil }()
 	if resp, body := send(t, p, "POST", "/", "x"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -466,12 +455,12 @@ func TestLeanPathResendsARequestWhoseWriteFailed(t *testing.T) {
 		defer c.Close()
 		answerOK(c, "")
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
 	}
-	testAfterPeek = func(c *h1Conn) {
-		testAfterPeek = nil
+	p.hooks.afterPeek = func(c *h1Conn) {
+		p.hooks.afterPeek = nil
 		sc := (<-first).(*net.TCPConn)
 		sc.SetLinger(0) // the close resets the connection
 		sc.Close()
@@ -479,7 +468,6 @@ func TestLeanPathResendsARequestWhoseWriteFailed(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	defer func() { testAfterPeek = nil }()
 	if resp, body := send(t, p, "POST", "/", strings.Repeat("x", 2*oneRead)); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)
 	}
@@ -509,19 +497,17 @@ func countingServer(t *testing.T, answer string) (addr string, requests *atomic.
 // sent.
 func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
 	addr, requests := countingServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("first GET: %d %q", resp.StatusCode, body)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	testBeforeWrite = func(*h1Conn) {
-		testBeforeWrite = nil
+	p.hooks.beforeWrite = func(*h1Conn) {
+		p.hooks.beforeWrite = nil
 		cancel()
 	}
-	defer func() { testBeforeWrite = nil }()
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://upstream/", nil)
-	s := p.Pick(nil)
-	if _, _, err := exchange(s, req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); !errors.Is(err, context.Canceled) {
+	if _, _, err := exchange(p, req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled POST: %v, want context.Canceled", err)
 	}
 	if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "ok" {
@@ -565,10 +551,9 @@ func TestLeanPathDropsAndCrashes(t *testing.T) {
 					time.Sleep(tc.closeAfter) // the server's work, then a close without an answer
 				}
 			})
-			p := newTestPool(t, spec(addr, 1))
+			p := newTestClient(t, addr)
 			req, _ := http.NewRequest(tc.method, "http://upstream/", nil)
-			s := p.Pick(nil)
-			resp, _, err := exchange(s, req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"))
+			resp, _, err := exchange(p, req, []byte(tc.method+" / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx"))
 			if tc.wantOK {
 				if err != nil {
 					t.Fatalf("%v, want the request sent again and answered", err)
@@ -598,7 +583,7 @@ func TestLeanPathDropsAConnectionFramedTwice(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 		}
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	for i := range 2 {
 		if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "hello" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
@@ -616,7 +601,7 @@ func TestLeanPathReadsBareLFResponses(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\nContent-Length: 5\n\nhello")
 		}
 	})
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	for i := range 3 {
 		if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "hello" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
@@ -632,7 +617,7 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 		defer c.Close()
 		answerOK(c, "")
 	})
-	tr := &h1Transport{
+	tr := &Client{
 		dial: func(ctx context.Context) (net.Conn, error) {
 			time.Sleep(time.Second) // a slow dial (a SYN sent again), longer than the header timeout
 			return net.Dial("tcp", addr)
@@ -642,7 +627,7 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", "http://upstream/", nil)
 	reply := new(Reply)
-	err := tr.exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), reply)
+	err := tr.Exchange(req, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), reply)
 	resp := reply.Response
 	if err != nil {
 		t.Fatalf("an answer at once after a slow dial: %v", err)
@@ -656,9 +641,9 @@ func TestHeaderTimeoutStartsAfterTheDial(t *testing.T) {
 // not more.
 func TestLeanPathSendsARequestDroppedAtOnceTwiceAtMost(t *testing.T) {
 	addr, requests := countingServer(t, "") // closes after each request, unanswered
-	p := newTestPool(t, spec(addr, 1))
+	p := newTestClient(t, addr)
 	req, _ := http.NewRequest("POST", "http://upstream/", nil)
-	if _, _, err := exchange(p.Pick(nil), req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); err == nil {
+	if _, _, err := exchange(p, req, []byte("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\r\nx")); err == nil {
 		t.Fatal("a POST every connection drops: no error")
 	}
 	if n := requests.Load(); n != 2 {
@@ -678,18 +663,17 @@ func TestLeanPathCancelJustAfterTheHeadEndsTheBody(t *testing.T) {
 			<-hold // the rest of the body comes much later (a slow app)
 		}
 	})
-	p := newPoolWith(t, addr, TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 1})
+	p := newClientWith(t, addr, Options{ResponseHeaderTimeout: 5 * time.Second, MaxIdle: 1})
 	ctx, cancel := context.WithCancel(context.Background())
-	testAfterHead = func(c *h1Conn) {
-		testAfterHead = nil
+	p.hooks.afterHead = func(c *h1Conn) {
+		p.hooks.afterHead = nil
 		cancel()
 		for c.raw.Read(func(uintptr) bool { return true }) == nil { // until AfterFunc has set its deadline
 			runtime.Gosched()
 		}
 	}
-	defer func() { testAfterHead = nil }()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://upstream/", nil)
-	resp, _, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	resp, _, err := exchange(p, req, []byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
@@ -726,9 +710,9 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 					io.WriteString(c, tc.answer)
 				}
 			})
-			p := newTestPool(t, spec(addr, 1))
+			p := newTestClient(t, addr)
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
-			resp, fields, err := exchange(p.Pick(nil), req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
+			resp, fields, err := exchange(p, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
 			if tc.want != nil {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("error %v, want %v", err, tc.want)
@@ -750,8 +734,8 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 	}
 }
 
-// exchange is Server.Exchange with a Reply of its own.
-func exchange(s *Server, req *http.Request, msg []byte) (*http.Response, Fields, error) {
+// exchange is Client.Exchange with a Reply of its own.
+func exchange(s *Client, req *http.Request, msg []byte) (*http.Response, Fields, error) {
 	reply := new(Reply)
 	err := s.Exchange(req, msg, reply)
 	return reply.Response, reply.Fields, err

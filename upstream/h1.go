@@ -1,4 +1,4 @@
-package pool
+package upstream
 
 import (
 	"bufio"
@@ -19,17 +19,18 @@ import (
 	"github.com/turnout/turnout/internal/deadline"
 )
 
-// h1Transport is a lean HTTP/1.1 client for one server. Unlike
-// http.Transport it runs no goroutine per connection: the request is written
-// and the response read on the caller's goroutine, over a pooled buffered
-// connection. Its callers send only requests whose whole body is in memory
-// (see Server.Exchange); upgrades and streamed bodies go through
-// http.Transport.
-type h1Transport struct {
+// Client is the lean HTTP/1.1 client to one server. Unlike http.Transport
+// it runs no goroutine per connection: the request is written and the
+// response read on the caller's goroutine, over a pooled buffered
+// connection. Its callers send only requests whose whole body is in memory;
+// upgrades and streamed bodies go through the server's http.Transport
+// (NewTransport).
+type Client struct {
 	dial          func(ctx context.Context) (net.Conn, error)
 	headerTimeout time.Duration
 	readTimeout   time.Duration // the longest wait for more of a response body; 0: none
 	maxIdle       int
+	hooks         hooks
 
 	mu      sync.Mutex // guards idle, busy and retired
 	idle    []*h1Conn  // most recently used last
@@ -42,8 +43,8 @@ type h1Transport struct {
 // rather than trusted.
 const idleTimeout = 90 * time.Second
 
-// retire closes the idle connections, and those in use as they come back.
-func (t *h1Transport) retire() {
+// Retire closes the idle connections, and those in use as they come back.
+func (t *Client) Retire() {
 	t.mu.Lock()
 	t.retired = true
 	t.mu.Unlock()
@@ -52,13 +53,13 @@ func (t *h1Transport) retire() {
 
 type h1Conn struct {
 	net.Conn
-	t           *h1Transport
+	t           *Client
 	idleSince   time.Time // when its last request was sent: close enough for idleTimeout, and no clock read
 	br          *bufio.Reader
 	deadline    deadline.Read // moved only when it must: most requests set none
 	readTimeout time.Duration // the transport's: see Read
 	nread       int64         // bytes read since the request was written
-	inHead      bool          // the response head is being read: Read stops past maxResponseHead
+	inHead      bool          // the response head is being read: Read stops past MaxResponseHead
 	aborted     atomic.Bool   // cut (see abort): every wait fails from now on
 
 	next, prev *h1Conn // in the transport's busy list while in use
@@ -81,7 +82,7 @@ type h1Conn struct {
 // wait readTimeout at most (nginx's proxy_read_timeout), moving the deadline
 // only when it must.
 func (c *h1Conn) Read(p []byte) (int, error) {
-	if c.inHead && c.nread >= maxResponseHead {
+	if c.inHead && c.nread >= MaxResponseHead {
 		return 0, errHeadTooLarge
 	}
 	if !c.inHead && c.readTimeout > 0 {
@@ -104,7 +105,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // cancelled request, a drain whose time ran out. Safe from any goroutine.
 func (c *h1Conn) abort() {
 	c.aborted.Store(true)
-	c.Conn.SetDeadline(aLongTimeAgo)
+	c.Conn.SetDeadline(deadline.Past)
 }
 
 // Close closes the connection and takes it off the busy list.
@@ -130,7 +131,7 @@ func (abortedError) Timeout() bool   { return true }
 func (abortedError) Temporary() bool { return true }
 
 // linkLocked puts c on the busy list; unlinkLocked takes it off.
-func (t *h1Transport) linkLocked(c *h1Conn) {
+func (t *Client) linkLocked(c *h1Conn) {
 	c.prev, c.next, c.listed = nil, t.busy, true
 	if t.busy != nil {
 		t.busy.prev = c
@@ -138,7 +139,7 @@ func (t *h1Transport) linkLocked(c *h1Conn) {
 	t.busy = c
 }
 
-func (t *h1Transport) unlinkLocked(c *h1Conn) {
+func (t *Client) unlinkLocked(c *h1Conn) {
 	if !c.listed {
 		return
 	}
@@ -153,9 +154,9 @@ func (t *h1Transport) unlinkLocked(c *h1Conn) {
 	c.prev, c.next, c.listed = nil, nil, false
 }
 
-// abortBusy cuts every request in flight on t (see abort): a drain's time
+// AbortBusy cuts every request in flight on t (see abort): a drain's time
 // ran out.
-func (t *h1Transport) abortBusy() {
+func (t *Client) AbortBusy() {
 	t.mu.Lock()
 	for c := t.busy; c != nil; c = c.next {
 		c.abort()
@@ -163,12 +164,12 @@ func (t *h1Transport) abortBusy() {
 	t.mu.Unlock()
 }
 
-// maxResponseHead bounds what a server may send before its final response
+// MaxResponseHead bounds what a server may send before its final response
 // head ends, informational ones included (net/http's Transport allows 10
 // MiB; nginx, 4 or 8 KiB); maxInformational, how many informational
 // responses (103 Early Hints) may come first, as net/http's does.
 const (
-	maxResponseHead  = 1 << 20
+	MaxResponseHead  = 1 << 20
 	maxInformational = 5
 )
 
@@ -265,11 +266,13 @@ func (c *h1Conn) pendingError() error {
 	return syscall.Errno(soErr)
 }
 
-// testBeforeWrite lets a test act in the instant between the choice of a
-// connection and its peek; testAfterPeek, between the peek (if any) and
-// the write of the request; testAfterHead, between the response head and
-// the lift of its deadline. Always nil outside tests.
-var testBeforeWrite, testAfterPeek, testAfterHead func(c *h1Conn)
+// hooks let a test act in the instants that races hide: beforeWrite
+// between the choice of a connection and its peek; afterPeek, between the
+// peek (if any) and the write of the request; afterHead, between the
+// response head and the lift of its deadline. All nil outside tests.
+type hooks struct {
+	beforeWrite, afterPeek, afterHead func(c *h1Conn)
+}
 
 // errUnaskedUpgrade is a 101 answer to a request that asked for no upgrade.
 var errUnaskedUpgrade = errors.New("the server switched protocols, which the request did not ask for")
@@ -279,17 +282,15 @@ var errUnaskedUpgrade = errors.New("the server switched protocols, which the req
 // and goes on another connection.
 var errGone = errors.New("idle connection closed by the server")
 
-// aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return.
-var aLongTimeAgo = time.Unix(1, 0)
-
-// exchange sends the request (msg: head and body, already encoded) and
+// Exchange sends the request (msg: head and body, already encoded) and
 // reads the response head into reply (see readResponse); req gives the
-// context and the method (a HEAD response has no body). A connection that fails before a byte of the
-// response is replaced when the request may go again: always after
-// errUnread, for an idempotent request after errStale; a few times at
-// most. An idle connection that send found gone is replaced without
-// counting: nothing was sent on it.
-func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) error {
+// context and the method (a HEAD response has no body). A connection that
+// fails before a byte of the response is replaced when the request may go
+// again: always after errUnread, for an idempotent request after errStale;
+// a few times at most. An idle connection that send found gone is replaced
+// without counting: nothing was sent on it. A failed exchange leaves no
+// response in reply.
+func (t *Client) Exchange(req *http.Request, msg []byte, reply *Reply) error {
 	idempotent := Idempotent(req)
 	dropped := false
 	for attempt := 1; ; attempt++ {
@@ -305,6 +306,7 @@ func (t *h1Transport) exchange(req *http.Request, msg []byte, reply *Reply) erro
 		if err == nil {
 			return nil
 		}
+		reply.Response, reply.Fields = nil, Fields{} // a 1xx or 101 read before the error
 		c.Close()
 		if err == errGone {
 			if err := req.Context().Err(); err != nil {
@@ -359,7 +361,7 @@ func Idempotent(r *http.Request) bool {
 
 // conn returns an idle connection, which send checks before it writes on
 // it, or dials a new one (dialed).
-func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, dialed bool, err error) {
+func (t *Client) conn(ctx context.Context, now time.Time) (c *h1Conn, dialed bool, err error) {
 	for {
 		t.mu.Lock()
 		n := len(t.idle)
@@ -400,7 +402,7 @@ func (t *h1Transport) conn(ctx context.Context, now time.Time) (c *h1Conn, diale
 // 8 KiB for as long as the client stays connected, since stacks shrink only
 // at a GC, which a steady load makes rare. A connection costs tens of
 // microseconds to dial; the goroutine, about one.
-func (t *h1Transport) dialApart(ctx context.Context) (net.Conn, error) {
+func (t *Client) dialApart(ctx context.Context) (net.Conn, error) {
 	type dialed struct {
 		c   net.Conn
 		err error
@@ -429,10 +431,10 @@ func (c *h1Conn) setRaw() {
 	c.sendFn = c.sendOnce
 }
 
-func (t *h1Transport) put(c *h1Conn) {
+func (t *Client) put(c *h1Conn) {
 	t.mu.Lock()
 	t.unlinkLocked(c)
-	// An abort (abortBusy holds mu) that came after the body's last read
+	// An abort (AbortBusy holds mu) that came after the body's last read
 	// leaves the connection unfit: its deadline is in the past.
 	if !t.retired && len(t.idle) < t.maxIdle && !c.aborted.Load() {
 		t.idle = append(t.idle, c)
@@ -445,7 +447,7 @@ func (t *h1Transport) put(c *h1Conn) {
 }
 
 // CloseIdleConnections closes every idle connection.
-func (t *h1Transport) CloseIdleConnections() {
+func (t *Client) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
@@ -457,15 +459,15 @@ func (t *h1Transport) CloseIdleConnections() {
 
 // roundTrip writes the request on c, at now, and reads the response
 // headers into reply.
-func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time, reply *Reply) error {
+func (t *Client) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Time, reply *Reply) error {
 	ctx := req.Context()
 	stop := noStop
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, c.abort)
 	}
 	c.nread = 0
-	if testBeforeWrite != nil {
-		testBeforeWrite(c)
+	if t.hooks.beforeWrite != nil {
+		t.hooks.beforeWrite(c)
 	}
 	c.idleSince = now
 	if t.headerTimeout > 0 {
@@ -512,10 +514,10 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 			if c.aborted.Load() && ctx.Err() == nil {
 				return errAborted // cut by a drain, not timed out
 			}
-			if c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
+			if c.nread == 0 && ctx.Err() == nil && !deadline.IsTimeout(err) {
 				return c.staleError(err, len(msg), time.Since(written))
 			}
-			if isTimeout(err) && ctx.Err() == nil {
+			if deadline.IsTimeout(err) && ctx.Err() == nil {
 				return &timeoutError{}
 			}
 			return err
@@ -542,8 +544,8 @@ func (t *h1Transport) roundTrip(c *h1Conn, req *http.Request, msg []byte, now ti
 			}
 		}
 	}
-	if testAfterHead != nil {
-		testAfterHead(c)
+	if t.hooks.afterHead != nil {
+		t.hooks.afterHead(c)
 	}
 	// Trade the header deadline for the body's (see Read), unless the whole
 	// body is already buffered: then nothing more is read from the
@@ -636,8 +638,8 @@ func (c *h1Conn) sendOnce(fd uintptr) bool {
 			return true
 		}
 	}
-	if testAfterPeek != nil {
-		testAfterPeek(c)
+	if c.t.hooks.afterPeek != nil {
+		c.t.hooks.afterPeek(c)
 	}
 	n, _, errno := syscall.Syscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.sendMsg))), uintptr(len(c.sendMsg)))
 	if errno != 0 {
@@ -652,11 +654,6 @@ func (c *h1Conn) sendOnce(fd uintptr) bool {
 // be cancelled.
 func noStop() bool { return true }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // timeoutError is the response header timeout.
 type timeoutError struct{}
 
@@ -664,7 +661,7 @@ func (*timeoutError) Error() string   { return "timeout awaiting response header
 func (*timeoutError) Timeout() bool   { return true }
 func (*timeoutError) Temporary() bool { return true }
 
-// Reply holds what Server.Exchange makes of one response: its caller may
+// Reply holds what Client.Exchange makes of one response: its caller may
 // keep one and lend it to every exchange whose body it has closed, so that
 // a response costs no allocation.
 type Reply struct {
@@ -683,6 +680,10 @@ type Reply struct {
 	body h1Body
 }
 
+// OnClose has f called once, at the first Close of the body of the
+// response the last exchange read (pool's in-flight count).
+func (r *Reply) OnClose(f func()) { r.body.closed = f }
+
 // h1Body returns its connection to the pool once the response body has been
 // read to its end, and closes it when the body is abandoned half-read. It
 // reads net/http's body (src), or, for a response parsed by readResponse,
@@ -692,7 +693,7 @@ type h1Body struct {
 	src    io.ReadCloser
 	n      int64
 	c      *h1Conn
-	t      *h1Transport
+	t      *Client
 	stop   func() bool
 	reuse  bool
 	done   bool
