@@ -2,15 +2,12 @@ package switcher
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
-	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -20,10 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/turnout/turnout/internal/deadline"
-	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // rawExchange writes raw to the proxy and returns the responses it reads,
@@ -106,7 +100,7 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	// A head larger than the front's buffer (a browser with many cookies)
 	// goes to net/http, as does one that comes in pieces; keep-alive and
 	// HTTP/1.0 keep-alive go on after either.
-	big := "GET /big HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 3*frontBufSize) + "\r\n\r\n"
+	big := "GET /big HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 3*4<<10) + "\r\n\r\n"
 	got = rawExchange(t, addr, big+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 2)
 	if len(got) != 2 || bodyOf(got[0]) != "GET /big 0" || bodyOf(got[1]) != "GET /next 0" {
 		t.Fatalf("a large head: %d answers", len(got))
@@ -203,165 +197,6 @@ func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
 	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
 	c.Close()
 	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
-}
-
-// plainRequest reports whether the front serves the request whose head is
-// head itself.
-func plainRequest(head []byte) bool {
-	fc := &frontConn{header: make(http.Header)}
-	return fc.parseRequest(head) != nil
-}
-
-func TestFrontLeavesOddRequestsToNetHTTP(t *testing.T) {
-	for _, tc := range []struct {
-		head string
-		want bool
-	}{
-		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", true},
-		{"GET / HTTP/1.0\r\n\r\n", true},
-		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n", true},
-		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\n\r\n", false},                       // no Host
-		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", false}, // two
-		{"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: x\r\nexpect: 100-continue\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad\x01: v\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: v\x00w\r\n\r\n", false},
-		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false},
-		{"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", false},
-		{"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", false},
-		{"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", false},
-		{"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n", false},
-		// The request rules: left to a vettedConn, which refuses them.
-		{"GET /a#f HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET /a?b#f HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET * HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET http://y/ HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", false},
-		{"GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", false},
-	} {
-		if got := plainRequest([]byte(tc.head)); got != tc.want {
-			t.Errorf("plainRequest(%q) = %v, want %v", tc.head, got, tc.want)
-		}
-	}
-}
-
-func TestFrontSurvivesAPanickingHandler(t *testing.T) {
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/panic" {
-			panic("a bug")
-		}
-		io.WriteString(w, "fine")
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	fr := newFront(hclog.NewNullLogger(), handler, &http.Server{Handler: handler}, time.Second, time.Second, time.Second)
-	go fr.serve(ln)
-	defer func() {
-		ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		fr.shutdown(ctx, func() {})
-	}()
-	if got := rawExchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
-		t.Fatalf("a panicking request got an answer: %+v", got)
-	}
-	if got := rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 1 || bodyOf(got[0]) != "fine" {
-		t.Fatalf("after a panic the front must go on serving: %+v", got)
-	}
-}
-
-// The front's parser must make of every head it takes what http.ReadRequest
-// makes of it (but for Pragma, passed on as sent).
-var requestHeads = []string{
-	"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-	"GET /a/b?c=d&e HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
-	"GET /a? HTTP/1.1\r\nHost: x\r\n\r\n",
-	"GET /%41?q=%20 HTTP/1.1\r\nHost: x\r\n\r\n",
-	"GET http://other/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
-	"GET HTTP://Other:80/ HTTP/1.1\r\nHost: other:80\r\n\r\n",
-	"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
-	"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-type: text/plain\r\nCookie: a=1\r\ncookie: b=2\r\n\r\n",
-	"GET / HTTP/1.0\r\n\r\n",
-	"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-	"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
-	"GET / HTTP/1.1\r\nHost: x\r\nX-Tab: \ta b\t\r\n\r\n",
-}
-
-func TestFrontParsesAsNetHTTPDoes(t *testing.T) {
-	for _, head := range requestHeads {
-		checkParse(t, head, true)
-		checkRules(t, head)
-	}
-}
-
-// FuzzFrontParse checks the front's parser against net/http's, and
-// against the request rules: the intended divergence is that the front
-// leaves to net/http, behind a vettedConn, the heads that the rules refuse
-// and net/http would take (checkRules).
-func FuzzFrontParse(f *testing.F) {
-	for _, head := range requestHeads {
-		f.Add(head)
-	}
-	for _, head := range []string{
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-		"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-		"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET http://y/ HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: x\r\nX : a\r\n\r\n",
-	} {
-		f.Add(head)
-	}
-	f.Fuzz(func(t *testing.T, head string) {
-		if n, bareLF := httpsyntax.HeadEnd([]byte(head)); bareLF || n != len(head) {
-			return // the parser only ever sees one whole head, as readHead finds it
-		}
-		checkParse(t, head, false)
-		checkRules(t, head)
-	})
-}
-
-// checkParse compares the front's parse of head with http.ReadRequest's;
-// must says the front has to take it.
-func checkParse(t *testing.T, head string, must bool) {
-	t.Helper()
-	fc := &frontConn{header: make(http.Header)}
-	got := fc.parseRequest([]byte(head))
-	if got == nil {
-		if must {
-			t.Errorf("%q: not taken", head)
-		}
-		return
-	}
-	want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
-	if err != nil {
-		t.Fatalf("%q: taken, but http.ReadRequest fails: %v", head, err)
-	}
-	delete(want.Header, "Host")
-	if len(want.Header) == 0 {
-		want.Header = http.Header{}
-	}
-	type view struct {
-		Method, RequestURI, Proto, Host string
-		Major, Minor                    int
-		URL                             url.URL
-		Header                          http.Header
-		ContentLength                   int64
-		Close                           bool
-	}
-	g := view{got.Method, got.RequestURI, got.Proto, got.Host, got.ProtoMajor, got.ProtoMinor, *got.URL, got.Header, got.ContentLength, got.Close}
-	w := view{want.Method, want.RequestURI, want.Proto, want.Host, want.ProtoMajor, want.ProtoMinor, *want.URL, want.Header, want.ContentLength, want.Close}
-	if !reflect.DeepEqual(g, w) {
-		t.Fatalf("%q:\n got %+v\nwant %+v", head, g, w)
-	}
 }
 
 // A body that stops short of its Content-Length gets 408 after

@@ -3,9 +3,11 @@ package switcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/turnout/turnout/front"
 	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/pool"
 	"github.com/turnout/turnout/upstream"
@@ -126,10 +128,8 @@ func (h *holding) wait(exclude *pool.Server) (*pool.Server, error) {
 	defer h.waitEnded()
 	if !h.waited {
 		h.waited = true
-		if fc, ok := h.ctx.Value(clientWatchKey{}).(*frontConn); ok {
-			// The hold may be long: notice a client that leaves meanwhile.
-			h.gone, h.stop = fc.watchClient(nil)
-		}
+		// The hold may be long: notice a client that leaves meanwhile.
+		h.gone, h.stop, _ = front.WatchClient(h.ctx, nil)
 		h.timer = time.NewTimer(time.Until(h.deadline))
 	}
 	for {
@@ -206,3 +206,6 @@ func (s *Switcher) Held() int64 { return s.held.Load() }
 
 // errPaused answers requests held by a pause that outlived its --max.
 var errPaused = errors.New("paused past its --max")
+
+// errClientGone ends a held request whose client went away.
+var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/turnout/turnout/front"
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pool"
 	"github.com/turnout/turnout/upstream"
@@ -24,13 +25,9 @@ import (
 // request bodies, Expect: 100-continue) takes ReverseProxy with net/http's
 // transport. Both paths share deliver's hold and retry rules.
 
-// leanBodyMax is the largest request body the lean path reads into memory;
-// it also fits a socket buffer, so writing it never waits on the server.
-const leanBodyMax = 64 << 10
-
 // leanRequest reports whether r can take the lean path.
 func leanRequest(r *http.Request) bool {
-	if r.ContentLength < 0 || r.ContentLength > leanBodyMax {
+	if r.ContentLength < 0 || r.ContentLength > front.BodyMax {
 		return false
 	}
 	h := r.Header
@@ -205,7 +202,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	if n := int(r.ContentLength); n > 0 {
 		buf = slices.Grow(buf, n)[:headLen+n]
 		if _, err := io.ReadFull(r.Body, buf[headLen:]); err != nil {
-			answerBodyError(w, err)
+			front.AnswerBodyError(w, err)
 			return err
 		}
 	}
@@ -232,13 +229,6 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 	return s.writeResponse(w, r, resp)
 }
 
-// rawHeadWriter is a ResponseWriter that sends header fields as the
-// upstream sent them (the front's own writer), instead of from its Header
-// map; it reports false when it cannot.
-type rawHeadWriter interface {
-	writeRawHeader(code int, fields upstream.Fields) bool
-}
-
 // writeRawHead writes the status and header fields of a response whose
 // fields pool.Server.Exchange left as sent, leaving out the hop-by-hop ones
 // (copied into scratch only when one must go); the body is copyBody's to
@@ -249,7 +239,7 @@ func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fiel
 	if fields.HopByHop {
 		fields = endToEnd(fields.Raw, scratch)
 	}
-	if rw, ok := w.(rawHeadWriter); ok && rw.writeRawHeader(resp.StatusCode, fields) {
+	if rw, ok := w.(front.RawHeaderWriter); ok && rw.WriteRawHeader(resp.StatusCode, fields) {
 		return fields.EventStream
 	}
 	// Another writer (net/http's, for a connection the front handed over):
@@ -419,10 +409,13 @@ func (s *Switcher) copyBody(w http.ResponseWriter, r *http.Request, resp *http.R
 // a request net/http serves: its context ends when the client goes, and
 // the upstream request with it.
 func watchFrontClient(r *http.Request, body io.ReadCloser) (gone <-chan struct{}, stop func()) {
-	fc, _ := r.Context().Value(clientWatchKey{}).(*frontConn)
 	ab, _ := body.(interface{ Abort() })
-	if fc == nil || ab == nil {
+	if ab == nil {
 		return nil, func() {}
 	}
-	return fc.watchClient(ab.Abort)
+	gone, stop, ok := front.WatchClient(r.Context(), ab.Abort)
+	if !ok {
+		return nil, func() {}
+	}
+	return gone, stop
 }

@@ -305,7 +305,7 @@ func (s *Switcher) observeProxyError(next func(http.ResponseWriter, *http.Reques
 		if !ok {
 			return
 		}
-		code, _ := sk.written()
+		code, _ := sk.Written()
 		var intercepted *interceptedError
 		reason := ""
 		switch {
@@ -361,7 +361,7 @@ var recorders = sync.Pool{New: func() any { return new(recorder) }}
 // (0 before one) and the body bytes: the recorder around any writer, or the
 // front's writer, which needs no recorder.
 type statusKeeper interface {
-	written() (code int, bytes int64)
+	Written() (code int, bytes int64)
 }
 
 // recorder notes the final status and body size of a response. Flush,
@@ -383,7 +383,7 @@ func (w *recorder) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *recorder) written() (int, int64) { return w.code, w.bytes }
+func (w *recorder) Written() (int, int64) { return w.code, w.bytes }
 
 func (w *recorder) Write(p []byte) (int, error) {
 	if w.code == 0 {

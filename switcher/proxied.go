@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/turnout/turnout/front"
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pool"
 )
@@ -19,7 +20,7 @@ import (
 // how to cut it when a drain's time runs out.
 type proxied struct {
 	s         *Switcher
-	reqBody   *timedBody // the request's body, when net/http reads one
+	reqBody   *front.TimedBody // the request's body, when net/http reads one
 	body      *watchedBody
 	want      int64 // the response's announced length (-1: none)
 	websocket bool
@@ -76,7 +77,7 @@ type proxiedKey struct{}
 // panicking with http.ErrAbortHandler.
 func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *recorder) (note error) {
 	st := &proxied{s: h.s, want: -1}
-	st.reqBody, _ = r.Body.(*timedBody)
+	st.reqBody, _ = r.Body.(*front.TimedBody)
 	if len(r.Header["Upgrade"]) > 0 {
 		for _, v := range r.Header["Upgrade"] {
 			st.websocket = st.websocket || httpsyntax.HasToken(v, "websocket")
@@ -100,8 +101,8 @@ func (h *frontHandler) serveProxy(w http.ResponseWriter, r *http.Request, rec *r
 		}
 	}()
 	h.rp.ServeHTTP(w, r)
-	if st.reqBody != nil && st.reqBody.expired() {
-		return &bodyTimeoutError{st.reqBody.d} // answered 408
+	if st.reqBody != nil && st.reqBody.Expired() {
+		return st.reqBody.Err() // answered 408
 	}
 	return nil
 }
@@ -140,11 +141,11 @@ func (s *Switcher) watchResponse(resp *http.Response) {
 // instead the request's context, which net/http's server cancels when a
 // read of the connection fails.
 func bodyTimedOut(r *http.Request, err error) bool {
-	if errors.As(err, new(*bodyTimeoutError)) {
+	if errors.As(err, new(*front.BodyTimeoutError)) {
 		return true
 	}
 	st, _ := r.Context().Value(proxiedKey{}).(*proxied)
-	return st != nil && st.reqBody != nil && st.reqBody.expired()
+	return st != nil && st.reqBody != nil && st.reqBody.Expired()
 }
 
 // sentTo notes the server req goes to.

@@ -2,12 +2,9 @@ package switcher
 
 import (
 	"bytes"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/front"
 	"github.com/turnout/turnout/internal/deadline"
 	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/pages"
@@ -75,7 +73,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	start := time.Now()
 	if id := r.Header["X-Request-Id"]; len(id) == 0 || id[0] == "" {
-		r.Header.Set("X-Request-Id", newRequestID()) // the front sets it; net/http's server does not
+		r.Header.Set("X-Request-Id", front.NewRequestID()) // the front sets it; net/http's server does not
 	}
 	// The front's writer keeps its status; any other gets a recorder.
 	sk, ok := w.(statusKeeper)
@@ -87,7 +85,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rec != nil && r.Body != nil && r.Body != http.NoBody {
 		// A body net/http reads: each read may wait client_body_timeout.
-		r.Body = &timedBody{rc: r.Body, ctl: http.NewResponseController(w), d: s.Config().Proxy.ClientBodyTimeout.D()}
+		front.NewTimedBody(w, r, s.Config().Proxy.ClientBodyTimeout.D())
 	}
 	// The pool a request is counted under is the active one when it starts,
 	// or none when maintenance mode answers it.
@@ -95,7 +93,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pm   *poolMetrics
 		note error // what the access log says of a request that failed
 	)
-	if rec != nil && checkRequest(w, r) {
+	if rec != nil && front.CheckRequest(w, r) {
 		// net/http parsed it (TLS, HTTP/2, a connection the front handed
 		// over): the request rules it may still break are checked here.
 		pm = s.mx.pools[noPool]
@@ -115,7 +113,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			note = h.serveProxy(w, r, rec)
 		}
 	}
-	code, bytes := sk.written()
+	code, bytes := sk.Written()
 	if rec != nil {
 		rec.ResponseWriter, rec.upgrade = nil, nil
 		recorders.Put(rec)
@@ -204,7 +202,7 @@ func (s *Switcher) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	case drainCut(r):
 		s.writePage(w, r, http.StatusGatewayTimeout, "")
 	case bodyTimedOut(r, err):
-		answerBodyError(w, &bodyTimeoutError{s.Config().Proxy.ClientBodyTimeout.D()})
+		front.AnswerBodyError(w, &front.BodyTimeoutError{After: s.Config().Proxy.ClientBodyTimeout.D()})
 	case r.Context().Err() != nil, errors.Is(err, errClientGone):
 		// The client went away; nobody reads an answer.
 		w.WriteHeader(499)
@@ -338,15 +336,6 @@ func (b *replayableBody) get() (io.ReadCloser, error) {
 		return nil, errBodyConsumed
 	}
 	return b, nil
-}
-
-// newRequestID returns 16 random hex digits, with one allocation.
-func newRequestID() string {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	var text [16]byte
-	hex.Encode(text[:], b[:])
-	return string(text[:])
 }
 
 // bufferPool reuses the 32 KiB buffers that copy bodies.

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/turnout/turnout/internal/deadline"
 )
 
@@ -251,84 +250,4 @@ func TestResponseRules(t *testing.T) {
 			}
 		})
 	}
-}
-
-// Every head the front takes is one the request rules let through: the
-// front may leave a head to net/http, never serve one they refuse.
-func checkRules(t *testing.T, head string) {
-	t.Helper()
-	fc := &frontConn{header: make(http.Header)}
-	if fc.parseRequest([]byte(head)) == nil {
-		return
-	}
-	if why, _ := vetHead([]byte(head)); why != "" {
-		t.Fatalf("%q: the front takes what the rules refuse: %s", head, why)
-	}
-}
-
-// A vettedConn gives net/http the bytes as they came, in pieces of any
-// size, and refuses what the rules refuse.
-func TestVettedConnPassesBytesAsTheyCome(t *testing.T) {
-	stream := "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n" +
-		"\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
-		"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("b", 9<<10) + "\r\n\r\n" +
-		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"
-	for _, piece := range []int{1, 2, 7, 1000, 4096, 20000} {
-		a, b := net.Pipe()
-		go func() {
-			for s := stream; s != ""; {
-				n := min(piece, len(s))
-				a.Write([]byte(s[:n]))
-				s = s[n:]
-			}
-			a.Close()
-		}()
-		vc := &vettedConn{Conn: b}
-		got, err := io.ReadAll(vc)
-		if err != nil || string(got) != stream {
-			t.Errorf("pieces of %d: got %q, %v", piece, got, err)
-		}
-	}
-
-	refused := "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
-		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-	a, b := net.Pipe()
-	go func() { a.Write([]byte(refused)); a.Close() }()
-	got, err := io.ReadAll(&vettedConn{Conn: b, logger: hclog.NewNullLogger()})
-	want := refused[:strings.Index(refused, "helloPOST")+5] + string(refusedHead)
-	if err != nil || string(got) != want {
-		t.Errorf("refused: got %q, %v; want %q", got, err, want)
-	}
-}
-
-// FuzzVettedConn: whatever comes, a vettedConn gives net/http the bytes as
-// they came, up to a head it refuses, which it replaces by refusedHead and
-// ends there.
-func FuzzVettedConn(f *testing.F) {
-	f.Add("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", uint8(3))
-	f.Add("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", uint8(1))
-	f.Fuzz(func(t *testing.T, stream string, piece uint8) {
-		a, b := net.Pipe()
-		go func() {
-			for s := stream; s != ""; {
-				n := min(int(piece)+1, len(s))
-				if _, err := a.Write([]byte(s[:n])); err != nil {
-					break
-				}
-				s = s[n:]
-			}
-			a.Close()
-		}()
-		got, err := io.ReadAll(&vettedConn{Conn: b, logger: hclog.NewNullLogger()})
-		b.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := string(got); s != stream {
-			passed, refused := strings.CutSuffix(s, string(refusedHead))
-			if !refused || !strings.HasPrefix(stream, passed) {
-				t.Fatalf("%q came out as %q", stream, got)
-			}
-		}
-	})
 }

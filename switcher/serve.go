@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/turnout/turnout/front"
 )
 
 // Addrs are the addresses the daemon listens on, known once it is ready
@@ -64,7 +66,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	}
 	var (
 		todo   []served
-		fronts []*front
+		fronts []*front.Server
 	)
 	for _, addr := range cfg.Listen {
 		ln, err := listen("tcp", addr)
@@ -80,10 +82,13 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			p.SetUnencryptedHTTP2(true)
 			std.Protocols = &p
 		}
-		fr := newFront(s.logger.Named("front"), handler, std, cfg.Proxy.ClientHeaderTimeout.D(), cfg.Proxy.ClientIdleTimeout.D(), cfg.Proxy.ClientBodyTimeout.D())
+		fr := front.New(front.Options{
+			Logger: s.logger.Named("front"), Handler: handler, Std: std,
+			HeaderTimeout: cfg.Proxy.ClientHeaderTimeout.D(), IdleTimeout: cfg.Proxy.ClientIdleTimeout.D(), BodyTimeout: cfg.Proxy.ClientBodyTimeout.D(),
+		})
 		fronts = append(fronts, fr)
 		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
-		todo = append(todo, served{func() error { return fr.serve(ln) }, ln.Addr()})
+		todo = append(todo, served{func() error { return fr.Serve(ln) }, ln.Addr()})
 	}
 	if len(cfg.TLSListen) > 0 {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -159,7 +164,7 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			fr.shutdown(sctx, aborting.Done)
+			fr.Shutdown(sctx, aborting.Done)
 		}()
 	}
 	for _, srv := range servers {

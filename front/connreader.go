@@ -1,4 +1,4 @@
-package switcher
+package front
 
 import (
 	"io"

@@ -1,12 +1,14 @@
-package switcher
+package front
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -27,7 +29,7 @@ import (
 	"github.com/turnout/turnout/upstream"
 )
 
-// front serves plain HTTP/1.1 on a listener itself: net/http's server costs a
+// Server serves plain HTTP/1.1 on a listener itself: net/http's server costs a
 // background reader goroutine, several deadlines and its own bookkeeping per
 // request, which is most of what a proxy spends beside system calls. A
 // connection whose next request needs more — an upgrade, Expect, a chunked or
@@ -38,11 +40,11 @@ import (
 //
 // Unlike net/http, the front does not read the connection in the background
 // during every request to notice a client that goes away; it does so only
-// where the wait may be long (watchClient): while a request is held, and
+// where the wait may be long (WatchClient): while a request is held, and
 // while more of a response body is awaited after what came went out. A
 // request waiting for its response head runs to its end, bounded by
 // upstream_timeout.
-type front struct {
+type Server struct {
 	logger        hclog.Logger
 	handler       http.Handler
 	std           *http.Server // serves the connections handed off
@@ -57,18 +59,31 @@ type front struct {
 	wg      sync.WaitGroup
 }
 
-func newFront(logger hclog.Logger, handler http.Handler, std *http.Server, headerTimeout, idleTimeout, bodyTimeout time.Duration) *front {
-	f := &front{
-		logger: logger, handler: handler, std: std, headerTimeout: headerTimeout, idleTimeout: idleTimeout, bodyTimeout: bodyTimeout,
+// Options configure a Server.
+type Options struct {
+	Logger  hclog.Logger
+	Handler http.Handler
+	// Std serves the connections the front hands over; New starts it.
+	Std *http.Server
+	// HeaderTimeout bounds the wait for a request head, from its first
+	// byte; IdleTimeout, the wait for the next request on a kept-alive
+	// connection; BodyTimeout, each wait for more of a request body.
+	HeaderTimeout, IdleTimeout, BodyTimeout time.Duration
+}
+
+// New returns a Server for o, with o.Std serving what it hands over.
+func New(o Options) *Server {
+	f := &Server{
+		logger: o.Logger, handler: o.Handler, std: o.Std, headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout, bodyTimeout: o.BodyTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),
 	}
-	f.handoff.logger = logger
-	go std.Serve(f.handoff)
+	f.handoff.logger = o.Logger
+	go o.Std.Serve(f.handoff)
 	return f
 }
 
-// serve accepts connections on ln until it is closed.
-func (f *front) serve(ln net.Listener) error {
+// Serve accepts connections on ln until it is closed.
+func (f *Server) Serve(ln net.Listener) error {
 	f.handoff.setAddr(ln.Addr())
 	var backoff time.Duration
 	for {
@@ -101,11 +116,11 @@ func (f *front) serve(ln net.Listener) error {
 	}
 }
 
-// shutdown closes idle connections at once and lets the others finish their
+// Shutdown closes idle connections at once and lets the others finish their
 // request, until ctx ends; then it closes what is left, and calls closed
 // before it waits for their handlers (closed is called either way).
 // Connections handed to net/http are shut down by std.
-func (f *front) shutdown(ctx context.Context, closed func()) {
+func (f *Server) Shutdown(ctx context.Context, closed func()) {
 	f.closing.Store(true)
 	f.mu.Lock()
 	for fc := range f.conns {
@@ -152,13 +167,13 @@ func (fc *frontConn) abort() {
 //
 // No lock: shutdown sets closing before it looks at idle, so a connection it
 // misses sees closing here.
-func (f *front) setIdle(fc *frontConn, idle bool) bool {
+func (f *Server) setIdle(fc *frontConn, idle bool) bool {
 	fc.idle.Store(idle)
 	return !f.closing.Load()
 }
 
 type frontConn struct {
-	f    *front
+	f    *Server
 	c    net.Conn
 	idle atomic.Bool // waiting for a request
 	cr   *connReader
@@ -190,11 +205,23 @@ type frontConn struct {
 }
 
 // clientWatchKey is the context key under which a front request carries its
-// *frontConn, for watchClient.
+// *frontConn, for WatchClient.
 type clientWatchKey struct{}
 
-// errClientGone ends a held request whose client went away.
-var errClientGone = fmt.Errorf("the client went away: %w", context.Canceled)
+// WatchClient watches the client of a request the front serves, whose
+// context is ctx, while the handler waits (a held request, a stalled
+// response body): gone is closed when the client goes away, after onGone
+// (when not nil) is called, until stop is called. The request's body must
+// have been read. For a request net/http serves, ok is false: its context
+// ends when the client goes.
+func WatchClient(ctx context.Context, onGone func()) (gone <-chan struct{}, stop func(), ok bool) {
+	fc, ok := ctx.Value(clientWatchKey{}).(*frontConn)
+	if !ok {
+		return nil, nil, false
+	}
+	gone, stop = fc.watchClient(onGone)
+	return gone, stop, true
+}
 
 // watchClient returns a channel that is closed when the client goes away,
 // after onGone (when not nil) is called, until the returned stop is called.
@@ -499,7 +526,7 @@ func (fc *frontConn) serveRequest(req *http.Request, headLen int) bool {
 	cr.discard(headLen)
 	if vv := req.Header["X-Request-Id"]; len(vv) == 0 || vv[0] == "" {
 		// What the handler would do, without a slice of its own.
-		fc.id[0] = newRequestID()
+		fc.id[0] = NewRequestID()
 		req.Header["X-Request-Id"] = fc.id[:]
 	}
 	if req.ContentLength > int64(len(cr.buffered())) {
@@ -513,7 +540,7 @@ func (fc *frontConn) serveRequest(req *http.Request, headLen int) bool {
 		return false
 	}
 	// The rest of a body the handler did not read (lean requests read
-	// theirs) is small: it is at most leanBodyMax. A body that stopped
+	// theirs) is small: it is at most BodyMax. A body that stopped
 	// short ends the connection: what comes next is not a request.
 	if fc.body.n > 0 {
 		if _, err := io.Copy(io.Discard, &fc.body); err != nil || fc.body.n > 0 {
@@ -634,7 +661,7 @@ func (fc *frontConn) parseRequest(head []byte) *http.Request {
 			continue // http.Request keeps it in Host, not in Header
 		case "Content-Length":
 			n, ok := httpsyntax.ContentLength(value)
-			if !ok || n > leanBodyMax || seenLength {
+			if !ok || n > BodyMax || seenLength {
 				return nil // a repeated length is net/http's to judge
 			}
 			length, seenLength = n, true
@@ -738,7 +765,7 @@ func (b *frontBody) Read(p []byte) (int, error) {
 	case err == io.EOF && b.n > 0:
 		err = io.ErrUnexpectedEOF
 	case deadline.IsTimeout(err):
-		err = &bodyTimeoutError{fc.f.bodyTimeout}
+		err = &BodyTimeoutError{fc.f.bodyTimeout}
 	}
 	if err != nil && err != io.EOF {
 		b.err = err
@@ -810,10 +837,18 @@ func (w *frontWriter) WriteHeader(code int) {
 	w.writeHead(code, &upstream.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
 }
 
-// writeRawHeader is WriteHeader for an upstream response whose fields come
+// RawHeaderWriter is a ResponseWriter that can send an upstream response's
+// header fields as the upstream sent them (the front's own writer), instead
+// of from its Header map. WriteRawHeader reports false when it cannot (an
+// informational status); the caller then uses the Header map.
+type RawHeaderWriter interface {
+	WriteRawHeader(code int, fields upstream.Fields) bool
+}
+
+// WriteRawHeader is WriteHeader for an upstream response whose fields come
 // as sent, less the hop-by-hop ones: they are written as they are, then the
 // header map's and the front's own.
-func (w *frontWriter) writeRawHeader(code int, h upstream.Fields) bool {
+func (w *frontWriter) WriteRawHeader(code int, h upstream.Fields) bool {
 	if code < 200 {
 		return false
 	}
@@ -907,9 +942,9 @@ func (w *frontWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// written reports the final status sent (0 before one) and the body bytes
-// (see statusKeeper).
-func (w *frontWriter) written() (int, int64) { return w.status, w.bytes }
+// Written reports the final status sent (0 before one) and the body bytes
+// (the handler's access log reads it instead of wrapping the writer).
+func (w *frontWriter) Written() (int, int64) { return w.status, w.bytes }
 
 // Flush sends what was written so far (server-sent events).
 func (w *frontWriter) Flush() {
@@ -1036,3 +1071,18 @@ func (l *handoffListener) Addr() net.Addr {
 	defer l.mu.Unlock()
 	return l.addr
 }
+
+// NewRequestID returns 16 random hex digits, with one allocation.
+func NewRequestID() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	var text [16]byte
+	hex.Encode(text[:], b[:])
+	return string(text[:])
+}
+
+// BodyMax is the largest request body the front reads before it runs the
+// handler (a larger one goes to net/http) and that the lean upstream path
+// sends from memory; it also fits a socket buffer, so writing it never
+// waits on the server.
+const BodyMax = 64 << 10

@@ -1,4 +1,4 @@
-package switcher
+package front
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 // client's request head beyond what net/http refuses, written once here.
 // vetHead applies them to a raw head; the front's parser takes no head that
 // vetHead refuses (it leaves such a head to net/http, on a vettedConn that
-// refuses it); checkRequest applies those a parsed request still shows to
+// refuses it); CheckRequest applies those a parsed request still shows to
 // the requests that net/http parsed on its own (TLS, HTTP/2).
 //
 // The framing rules close the request smuggling class: a head whose body
@@ -180,11 +180,11 @@ func headLine(b []byte) (line, rest []byte) {
 	return line, rest
 }
 
-// checkRequest applies to a request that net/http parsed the rules that
+// CheckRequest applies to a request that net/http parsed the rules that
 // its parsed form still shows (see vetHead for the others): 405 for
 // CONNECT, 400 for a target the rules refuse. It answers and reports true
 // when it refuses r.
-func checkRequest(w http.ResponseWriter, r *http.Request) bool {
+func CheckRequest(w http.ResponseWriter, r *http.Request) bool {
 	status, why := 0, ""
 	if r.Method == http.MethodConnect {
 		status, why = http.StatusMethodNotAllowed, "CONNECT is not served: turnout is a reverse proxy, not a tunnel"
