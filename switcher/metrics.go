@@ -3,7 +3,6 @@ package switcher
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -207,29 +206,11 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
-// metricsListeners serves /metrics, the status page, /status.json and
-// /healthz on metrics_listen, when it is set.
-func (s *Switcher) metricsListeners() []extraListener {
-	addr := s.Config().MetricsListen
-	if addr == "" {
-		return nil
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics().registry, promhttp.HandlerOpts{
+// MetricsHandler serves the Prometheus metrics.
+func (s *Switcher) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics().registry, promhttp.HandlerOpts{
 		ErrorLog: s.logger.Named("metrics").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
-	}))
-	s.statusPageRoutes(mux)
-	return []extraListener{{
-		listen: func() (net.Listener, error) {
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return nil, fmt.Errorf("listen on metrics_listen %s: %w (pick a free address or remove metrics_listen)", addr, err)
-			}
-			return ln, nil
-		},
-		addr:    func(a *Addrs, addr string) { a.Metrics = addr },
-		handler: mux,
-	}}
+	})
 }
 
 // observeHealth counts check results. A report is a check result when the

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -199,42 +198,6 @@ func TestMetricsHeldRequestEndingInTheMaintenancePage(t *testing.T) {
 	}
 	if got := final.value("turnout_http_requests_total", "pool=none", "code=503"); got != 1 {
 		t.Errorf("http_requests_total{none,503} = %v, want 1", got)
-	}
-}
-
-func TestStatusPage(t *testing.T) {
-	a := newBackend(t, "A", nil)
-	b := newBackend(t, "B", nil)
-	h := startSwitcher(t, withMetrics+fastChecks, []string{a.addr}, []string{b.addr})
-	if _, err := h.sw.Switch(context.Background(), SwitchRequest{To: "B", Actor: "tester", Reason: "release 42"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + h.addrs.Metrics
-
-	code, page := do(t, http.MethodGet, base+"/", "")
-	if code != http.StatusOK {
-		t.Fatalf("GET /: %d", code)
-	}
-	for _, want := range []string{"<html", a.addr, b.addr, ">A<", ">B<", "release 42", "tester", "switched", `http-equiv="refresh"`} {
-		if !strings.Contains(page, want) {
-			t.Errorf("status page lacks %q", want)
-		}
-	}
-
-	code, body := do(t, http.MethodGet, base+"/status.json", "")
-	var st Status
-	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
-		t.Fatalf("GET /status.json: %d, %v", code, err)
-	}
-	if st.Active != "B" || len(st.Pools) != 2 {
-		t.Errorf("status.json: active %q, %d pools", st.Active, len(st.Pools))
-	}
-
-	if code, body := do(t, http.MethodGet, base+"/healthz", ""); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
-		t.Errorf("GET /healthz: %d %q", code, body)
-	}
-	if code, _ := do(t, http.MethodGet, base+"/nope", ""); code != http.StatusNotFound {
-		t.Errorf("GET /nope: %d, want 404", code)
 	}
 }
 

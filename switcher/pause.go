@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/state"
 )
 
@@ -18,15 +19,6 @@ type pauseRun struct {
 	actor   string
 	expired atomic.Bool
 	timer   *time.Timer
-}
-
-// PauseStatus is the pause shown by status: nil when there is none.
-type PauseStatus struct {
-	Since   time.Time `json:"since"`
-	Until   time.Time `json:"until"`
-	Message string    `json:"message,omitempty"`
-	Actor   string    `json:"actor"`
-	Expired bool      `json:"expired"`
 }
 
 // DefaultPauseMax is how long a pause holds requests when --max is not
@@ -43,7 +35,7 @@ var ErrPaused = errors.New("already paused")
 // Pause holds every new request, as while the app restarts, until Resume;
 // past max the held requests and new ones get the maintenance page (with
 // message) until Resume. It is recorded in the history.
-func (s *Switcher) Pause(max time.Duration, message, actor string) (*PauseStatus, error) {
+func (s *Switcher) Pause(max time.Duration, message, actor string) (*api.PauseStatus, error) {
 	if max <= 0 {
 		max = DefaultPauseMax
 	}
@@ -91,14 +83,14 @@ func (s *Switcher) record(result, reason, actor string, requested, finished time
 }
 
 // pauseStatus is the pause in force, or nil.
-func (s *Switcher) pauseStatus() *PauseStatus {
+func (s *Switcher) pauseStatus() *api.PauseStatus {
 	if p := s.pause.Load(); p != nil {
 		return p.status()
 	}
 	return nil
 }
 
-func (p *pauseRun) status() *PauseStatus {
-	return &PauseStatus{Since: p.since.UTC(), Until: p.since.Add(p.max).UTC(), Message: p.message,
+func (p *pauseRun) status() *api.PauseStatus {
+	return &api.PauseStatus{Since: p.since.UTC(), Until: p.since.Add(p.max).UTC(), Message: p.message,
 		Actor: p.actor, Expired: p.expired.Load()}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/state"
 )
@@ -141,7 +142,7 @@ servers = [%s]
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- sw.Serve(ctx, func(a Addrs) { ready <- a }) }()
+	go func() { done <- sw.Serve(ctx, metricsListener(sw), func(a Addrs) { ready <- a }) }()
 	h := &harness{path: path, sw: sw, store: store}
 	select {
 	case h.addrs = <-ready:
@@ -346,7 +347,7 @@ func TestSwitchNeedsFreshPassesAndAbortsOnFlapping(t *testing.T) {
 	h := startSwitcher(t, strings.Replace(fastChecks, "rise = 1", "rise = 3", 1), []string{a.addr}, []string{flappy.addr})
 
 	var maxPasses int
-	_, err = h.sw.Switch(context.Background(), SwitchRequest{To: "B", Timeout: 500 * time.Millisecond, Actor: "test"}, func(e Event) {
+	_, err = h.sw.Switch(context.Background(), SwitchRequest{To: "B", Timeout: 500 * time.Millisecond, Actor: "test"}, func(e api.Event) {
 		for _, s := range e.Servers {
 			maxPasses = max(maxPasses, s.Passes)
 		}
@@ -374,4 +375,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// metricsListener serves /metrics on metrics_listen, when it is set, as
+// package control does for the daemon.
+func metricsListener(sw *Switcher) []Listener {
+	addr := sw.Config().MetricsListen
+	if addr == "" {
+		return nil
+	}
+	return []Listener{{
+		Listen:  func() (net.Listener, error) { return net.Listen("tcp", addr) },
+		Addr:    func(a *Addrs, addr string) { a.Metrics = addr },
+		Handler: sw.MetricsHandler(),
+	}}
 }

@@ -6,18 +6,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
 	"github.com/turnout/turnout/pool"
 )
-
-// ConfigStatus says which config is in force and whether the last reload failed.
-type ConfigStatus struct {
-	Path      string    `json:"path"`
-	Hash      string    `json:"hash"`
-	LoadedAt  time.Time `json:"loaded_at"`
-	LastError string    `json:"last_error"`
-}
 
 // Reload reads the config file again and applies the difference (SPEC.md
 // 4.6). A file that fails to parse or validate is not applied: the running
@@ -132,7 +125,7 @@ func keepRestartFields(cfg, old *config.Config) {
 	cfg.Proxy.ClientBodyTimeout = old.Proxy.ClientBodyTimeout
 }
 
-func (s *Switcher) configStatus() ConfigStatus {
+func (s *Switcher) configStatus() api.ConfigStatus {
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
 	return s.cfgStatus
@@ -140,7 +133,7 @@ func (s *Switcher) configStatus() ConfigStatus {
 
 func (s *Switcher) setConfigLoaded(cfg *config.Config) {
 	s.cfgMu.Lock()
-	s.cfgStatus = ConfigStatus{Path: cfg.Path, Hash: cfg.Hash, LoadedAt: time.Now().UTC()}
+	s.cfgStatus = api.ConfigStatus{Path: cfg.Path, Hash: cfg.Hash, LoadedAt: time.Now().UTC()}
 	s.cfgMu.Unlock()
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/turnout/turnout/front"
 )
@@ -22,12 +23,13 @@ type Addrs struct {
 	Metrics string
 }
 
-// Serve opens every listener of the config, calls ready with their addresses,
+// Serve opens every proxy listener of the config and the admin listeners,
+// calls ready with their addresses,
 // and serves until ctx is cancelled. It then stops accepting, lets requests in
 // flight finish for up to drain_timeout, closes upgraded connections and stops
 // the health checks. An address that cannot be listened on is an error before
 // anything is served.
-func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
+func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs)) error {
 	cfg := s.Config()
 	var (
 		addrs   Addrs
@@ -109,19 +111,20 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 			todo = append(todo, served{func() error { return srv.Serve(tln) }, ln.Addr()})
 		}
 	}
-	for _, ext := range s.extraListeners() {
-		ln, err := ext.listen()
+	for _, ext := range admin {
+		ln, err := ext.Listen()
 		if err != nil {
 			closeAll()
 			return err
 		}
 		lns = append(lns, ln)
-		ext.addr(&addrs, ln.Addr().String())
-		ct := s.controlTimeouts
+		if ext.Addr != nil {
+			ext.Addr(&addrs, ln.Addr().String())
+		}
 		srv := &http.Server{
-			Handler:           bodyDeadline(ext.handler, ct.body),
-			ReadHeaderTimeout: ct.header,
-			IdleTimeout:       ct.idle,
+			Handler:           ext.Handler,
+			ReadHeaderTimeout: ext.HeaderTimeout,
+			IdleTimeout:       ext.IdleTimeout,
 			ErrorLog:          errorLog,
 		}
 		servers = append(servers, srv)
@@ -193,9 +196,15 @@ func (s *Switcher) Serve(ctx context.Context, ready func(Addrs)) error {
 	return err
 }
 
-// extraListener is a listener besides the proxy's: control API, metrics.
-type extraListener struct {
-	listen  func() (net.Listener, error)
-	addr    func(a *Addrs, addr string)
-	handler http.Handler
+// Listener is a listener the daemon serves beside the proxy's (the control
+// API, metrics and the status page, which package control builds): opened
+// with the proxy's listeners, served by net/http with its timeouts, and
+// shut down with them.
+type Listener struct {
+	Listen  func() (net.Listener, error)
+	Addr    func(a *Addrs, addr string) // notes the address once listening; may be nil
+	Handler http.Handler
+	// HeaderTimeout bounds a request head; IdleTimeout, the wait for the
+	// next request on a kept-alive connection.
+	HeaderTimeout, IdleTimeout time.Duration
 }

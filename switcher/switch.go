@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/healthcheck"
 	"github.com/turnout/turnout/pool"
 	"github.com/turnout/turnout/state"
@@ -36,31 +37,6 @@ type SwitchRequest struct {
 	Actor        string // who asked: a user, "config", or a token's name
 }
 
-// Event is one step of a switch, streamed to the caller.
-type Event struct {
-	// Type is "accepted", "progress", "ready", "switched", "drained" or "aborted".
-	Type string `json:"type"`
-	// Time is when the step happened; for "accepted", the switch's
-	// requested_at, which its history record repeats.
-	Time time.Time `json:"time"`
-	// ID is the history record's id, from "switched" on: the switch is
-	// persisted then, and a caller that loses the daemon can look it up.
-	ID      uint64           `json:"id,omitempty"`
-	From    string           `json:"from,omitempty"`
-	To      string           `json:"to,omitempty"`
-	Message string           `json:"message,omitempty"`
-	Servers []ServerProgress `json:"servers,omitempty"`
-}
-
-// ServerProgress is a server's way toward rise during a warm-up.
-type ServerProgress struct {
-	Address   string `json:"address"`
-	State     string `json:"state"`
-	Passes    int    `json:"passes"`
-	Rise      int    `json:"rise"`
-	LastError string `json:"last_error"`
-}
-
 // switchRun is the switch in progress.
 type switchRun struct {
 	from, to    *pool.Pool
@@ -87,7 +63,7 @@ type switchRun struct {
 // (nil, nil) when req.To is already active. events, when set, hears every
 // step. Cancelling ctx before the target is ready aborts the switch; once
 // ready, the switch completes whatever happens to ctx.
-func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, events func(Event)) (*state.Record, error) {
+func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, events func(api.Event)) (*state.Record, error) {
 	run, err := s.beginSwitch(req, false)
 	if err != nil || run == nil {
 		return nil, err
@@ -97,16 +73,16 @@ func (s *Switcher) Switch(ctx context.Context, req SwitchRequest, events func(Ev
 
 // Accept validates req and reserves the switch, then runs it in the
 // background: the --no-wait form. It returns the accepted event.
-func (s *Switcher) Accept(req SwitchRequest) (*Event, error) {
+func (s *Switcher) Accept(req SwitchRequest) (*api.Event, error) {
 	run, err := s.beginSwitch(req, false)
 	if err != nil {
 		return nil, err
 	}
 	if run == nil {
-		return &Event{Type: "switched", Time: time.Now().UTC(), To: req.To, Message: "already active"}, nil
+		return &api.Event{Type: "switched", Time: time.Now().UTC(), To: req.To, Message: "already active"}, nil
 	}
 	go s.runSwitch(context.Background(), run, nil)
-	return &Event{Type: "accepted", Time: run.requestedAt, From: run.from.Name(), To: run.to.Name()}, nil
+	return &api.Event{Type: "accepted", Time: run.requestedAt, From: run.from.Name(), To: run.to.Name()}, nil
 }
 
 // beginSwitch checks req and reserves the switch slot. fromConfig says the
@@ -153,7 +129,7 @@ func (s *Switcher) beginSwitch(req SwitchRequest, fromConfig bool) (*switchRun, 
 	return run, nil
 }
 
-func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Event)) (*state.Record, error) {
+func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(api.Event)) (*state.Record, error) {
 	defer func() {
 		run.cancel()
 		// Under the reload lock: a reload sees this run and sets recheck, or
@@ -167,7 +143,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		}
 		s.mu.Unlock()
 	}()
-	emit := func(e Event) {
+	emit := func(e api.Event) {
 		if e.Time.IsZero() {
 			e.Time = time.Now().UTC()
 		}
@@ -179,7 +155,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	cfg := s.Config()
 	log := s.logger.Named("switch").With("from", run.from.Name(), "to", run.to.Name(), "actor", run.req.Actor)
 	log.Info("switch requested", "reason", run.req.Reason, "force", run.req.Force, "timeout", run.deadline.Sub(run.requestedAt))
-	emit(Event{Type: "accepted", Time: run.requestedAt})
+	emit(api.Event{Type: "accepted", Time: run.requestedAt})
 
 	rec := &state.Record{
 		From: run.from.Name(), To: run.to.Name(), Reason: run.req.Reason, Actor: run.req.Actor,
@@ -198,14 +174,14 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 			log.Error("cannot record the aborted switch", "error", serr)
 		}
 		log.Warn("switch aborted; the old pool keeps traffic", "error", err)
-		emit(Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
+		emit(api.Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
 		s.observeSwitch(rec)
 		return rec, fmt.Errorf("%w: %v; %s keeps traffic", ErrAborted, err, run.from.Name())
 	}
 	rec.ReadyAt = time.Now().UTC()
 	rec.WarmMS = rec.ReadyAt.Sub(run.requestedAt).Milliseconds()
 	rec.Servers = run.outcomes()
-	emit(Event{Type: "ready", Servers: s.progress(run.to)})
+	emit(api.Event{Type: "ready", Servers: s.progress(run.to)})
 
 	// Persist first: a crash after this point comes back on the new pool.
 	rec.SwitchedAt = time.Now().UTC()
@@ -213,7 +189,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		err = fmt.Errorf("persist the switch to %s: %w", s.store.Path(), err)
 		log.Error("switch aborted; the old pool keeps traffic", "error", err)
 		run.to.SetInterval(cfg.Pools[run.to.Name()].Health.StandbyInterval.D())
-		emit(Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
+		emit(api.Event{Type: "aborted", Message: err.Error(), Servers: s.progress(run.to)})
 		return nil, fmt.Errorf("%w: %v; %s keeps traffic", ErrAborted, err, run.from.Name())
 	}
 	// The swap and the intervals that follow from it happen under the
@@ -228,7 +204,7 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 	run.from.SetInterval(cfg.Pools[run.from.Name()].Health.StandbyInterval.D())
 	s.mu.Unlock()
 	log.Info("switched", "warm", time.Duration(rec.WarmMS)*time.Millisecond, "id", rec.ID)
-	emit(Event{Type: "switched", ID: rec.ID})
+	emit(api.Event{Type: "switched", ID: rec.ID})
 	s.observeSwitch(rec)
 
 	s.upgraded.goAwayOver(run.from, cfg.Proxy.DrainTimeout.D())
@@ -245,13 +221,13 @@ func (s *Switcher) runSwitch(ctx context.Context, run *switchRun, events func(Ev
 		msg = fmt.Sprintf("drain_timeout reached with %d requests still in flight", left)
 	}
 	log.Info("old pool drained", "left", left)
-	emit(Event{Type: "drained", ID: rec.ID, Message: msg})
+	emit(api.Event{Type: "drained", ID: rec.ID, Message: msg})
 	return rec, nil
 }
 
 // warm puts the target in probation and waits until its ready rule holds
 // with fresh passes only, the deadline passes, or ctx ends.
-func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(Event)) error {
+func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(api.Event)) error {
 	cfg := s.Config()
 	run.to.Probation()
 	run.to.SetInterval(cfg.Switch.WarmInterval.D())
@@ -264,7 +240,7 @@ func (s *Switcher) warm(ctx context.Context, run *switchRun, emit func(Event)) e
 		}
 		select {
 		case <-run.checked:
-			emit(Event{Type: "progress", Servers: s.progress(run.to)})
+			emit(api.Event{Type: "progress", Servers: s.progress(run.to)})
 		case <-timer.C:
 			return fmt.Errorf("%s not ready within %s (%d of %d servers up, ready = %s)",
 				run.to.Name(), run.deadline.Sub(run.requestedAt).Round(time.Millisecond), up, total, s.Config().Switch.Ready)
@@ -291,12 +267,12 @@ func (s *Switcher) notifySwitch(p *pool.Pool, snap healthcheck.Snapshot) {
 	}
 }
 
-func (s *Switcher) progress(p *pool.Pool) []ServerProgress {
+func (s *Switcher) progress(p *pool.Pool) []api.ServerProgress {
 	rise := s.Config().Pools[p.Name()].Health.Rise
-	var out []ServerProgress
+	var out []api.ServerProgress
 	for _, srv := range p.Servers() {
 		snap := srv.Monitor().Snapshot()
-		out = append(out, ServerProgress{
+		out = append(out, api.ServerProgress{
 			Address: snap.Server, State: snap.State.String(), Passes: snap.Passes,
 			Rise: rise, LastError: snap.LastError,
 		})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
 	"github.com/turnout/turnout/pages"
@@ -66,12 +67,10 @@ type Switcher struct {
 	mu sync.Mutex // serialises reloads
 
 	cfgMu     sync.Mutex // guards cfgStatus
-	cfgStatus ConfigStatus
+	cfgStatus api.ConfigStatus
 
 	version string
 	mx      *metrics
-
-	controlTimeouts controlTimeouts // of the control API and metrics connections; tests shorten them
 }
 
 // settings is the request path's view of the config.
@@ -94,8 +93,7 @@ func New(o Options) (*Switcher, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	s := &Switcher{logger: o.Logger, store: o.Store, pools: make(map[string]*pool.Pool), version: o.Version,
-		controlTimeouts: defaultControlTimeouts}
+	s := &Switcher{logger: o.Logger, store: o.Store, pools: make(map[string]*pool.Pool), version: o.Version}
 	st, err := newSettings(o.Config)
 	if err != nil {
 		return nil, err
@@ -197,6 +195,13 @@ func (s *Switcher) Config() *config.Config { return s.settings.Load().cfg }
 
 // Active returns the name of the active pool.
 func (s *Switcher) Active() string { return s.active.Load().Name() }
+
+// Changed returns a channel that is closed at the next change of a
+// server's state, of the active pool or of a switch's progress.
+func (s *Switcher) Changed() <-chan struct{} { return s.changed.wait() }
+
+// StatePath is the path of the state file.
+func (s *Switcher) StatePath() string { return s.store.Path() }
 
 // Pool returns the pool of that exact name, or nil.
 func (s *Switcher) Pool(name string) *pool.Pool { return s.pools[name] }

@@ -14,13 +14,14 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/turnout/turnout/api"
 )
 
 // defaultControl is the control socket when neither --control nor the
 // config file names one.
 const defaultControl = "/run/turnout/control.sock"
 
-// controlClient talks to a running daemon's control API (SPEC.md 4.8).
+// controlClient talks to a running daemon's control API (docs/control-api.md).
 type controlClient struct {
 	addr  string // as the user gave it: a socket path or a URL
 	base  string // URL prefix of every request
@@ -62,13 +63,6 @@ func (c *CLI) client() *controlClient {
 	}}}
 }
 
-// apiError is an error answer of the control API.
-type apiError struct {
-	status  int
-	Message string `json:"error"`
-	Code    string `json:"code"`
-}
-
 // do sends a request with body (JSON-encoded unless nil) and returns the
 // response when its status is 2xx. A daemon that cannot be reached is exit
 // 3; an error answer becomes an exitError with the matching exit code.
@@ -103,19 +97,20 @@ func (c *controlClient) do(ctx context.Context, method, path string, body any, a
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	ae := apiError{status: resp.StatusCode}
-	if json.Unmarshal(data, &ae) != nil || ae.Message == "" {
-		ae.Message = fmt.Sprintf("the daemon at %s answered %s: %s", c.addr, resp.Status, strings.TrimSpace(string(data)))
+	var ae api.ErrorBody
+	if json.Unmarshal(data, &ae) != nil || ae.Error == "" {
+		ae.Error = fmt.Sprintf("the daemon at %s answered %s: %s", c.addr, resp.Status, strings.TrimSpace(string(data)))
 	}
-	return nil, &exitError{code: exitCodeFor(ae), err: errors.New(ae.Message)}
+	return nil, &exitError{code: exitCodeFor(ae.Code), err: errors.New(ae.Error)}
 }
 
-// exitCodeFor maps an error answer to the exit code of SPEC.md section 3.
-func exitCodeFor(ae apiError) int {
-	switch ae.Code {
-	case "conflict":
+// exitCodeFor maps the code of an error answer to the CLI's exit code
+// (docs/control-api.md).
+func exitCodeFor(code string) int {
+	switch code {
+	case api.CodeConflict:
 		return exitConflict
-	case "pinned", "bad_request", "unauthorized", "too_large", "invalid_config":
+	case api.CodePinned, api.CodeBadRequest, api.CodeUnauthorized, api.CodeTooLarge, api.CodeInvalidConfig:
 		return exitUsage
 	}
 	return exitFailed

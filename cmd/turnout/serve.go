@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/control"
 	"github.com/turnout/turnout/state"
 	"github.com/turnout/turnout/switcher"
 )
@@ -92,7 +93,8 @@ func serve(ctx context.Context, cfg *config.Config, cli *CLI, logger hclog.Logge
 	if err := sw.Watch(ctx); err != nil {
 		logger.Warn("config file not watched", "error", err)
 	}
-	return sw.Serve(ctx, func(a switcher.Addrs) {
+	admin := control.New(sw, control.Options{Logger: logger.Named("control")}).Listeners()
+	return sw.Serve(ctx, admin, func(a switcher.Addrs) {
 		notifySystemd("READY=1")
 		if ready != nil {
 			ready(a)

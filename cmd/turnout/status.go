@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/turnout/turnout/switcher"
+	"github.com/turnout/turnout/api"
 )
 
 // StatusCmd shows what the daemon is doing (SPEC.md 3 and 4.8).
@@ -23,7 +23,7 @@ func (c *StatusCmd) Run(cli *CLI) error {
 	if c.JSON {
 		return client.getRaw(context.Background(), "/v1/status", os.Stdout)
 	}
-	var st switcher.Status
+	var st api.Status
 	if err := client.getJSON(context.Background(), "/v1/status", &st); err != nil {
 		return err
 	}
@@ -31,7 +31,7 @@ func (c *StatusCmd) Run(cli *CLI) error {
 	return nil
 }
 
-func printStatus(out io.Writer, st switcher.Status) {
+func printStatus(out io.Writer, st api.Status) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "active pool:\t%s\n", st.Active)
 	maint := "off"
@@ -75,7 +75,7 @@ func printStatus(out io.Writer, st switcher.Status) {
 	}
 }
 
-func poolFlags(p switcher.PoolStatus) string {
+func poolFlags(p api.PoolStatus) string {
 	role := "standby"
 	if p.Active {
 		role = "active"

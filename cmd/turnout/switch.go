@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/state"
-	"github.com/turnout/turnout/switcher"
 )
 
 // SwitchCmd moves traffic to a pool with the protocol of SPEC.md 4.4.
@@ -31,7 +31,7 @@ type SwitchCmd struct {
 // switchLine is one line of the daemon's NDJSON stream: an event, or the
 // final result (Type "result").
 type switchLine struct {
-	switcher.Event
+	api.Event
 	Result string        `json:"result"`
 	Record *state.Record `json:"record"`
 	Error  string        `json:"error"`
@@ -57,7 +57,7 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 	defer resp.Body.Close()
 
 	if c.NoWait {
-		var res switcher.SwitchResult
+		var res api.SwitchResult
 		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 			return fmt.Errorf("read the answer of %s: %w", client.addr, err)
 		}
@@ -69,7 +69,7 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 		return nil
 	}
 
-	var view progressView = &lineView{w: os.Stdout, seen: map[string]switcher.ServerProgress{}}
+	var view progressView = &lineView{w: os.Stdout, seen: map[string]api.ServerProgress{}}
 	if isTerminal(os.Stdout) {
 		view = &liveView{w: os.Stdout}
 	}
@@ -122,7 +122,7 @@ const defaultReconnect = 60 * time.Second
 // accepted event (its time is the record's requested_at) and, once the
 // daemon persisted the switch, the record's id.
 type lostSwitch struct {
-	accepted switcher.Event
+	accepted api.Event
 	id       uint64
 }
 
@@ -161,7 +161,7 @@ func (l lostSwitch) lookup(ctx context.Context, client *controlClient) (known bo
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// Status first: a switch no longer running has its record written.
-	var st switcher.Status
+	var st api.Status
 	if err := client.getJSON(ctx, "/v1/status", &st); err != nil {
 		return false, err
 	}
@@ -242,15 +242,15 @@ func orNone(s string) string {
 }
 
 // progressView shows the events of a switch as they arrive.
-type progressView interface{ event(switcher.Event) }
+type progressView interface{ event(api.Event) }
 
 // lineView prints one line per event, for logs and scripts.
 type lineView struct {
 	w    io.Writer
-	seen map[string]switcher.ServerProgress
+	seen map[string]api.ServerProgress
 }
 
-func (v *lineView) event(e switcher.Event) {
+func (v *lineView) event(e api.Event) {
 	switch e.Type {
 	case "accepted":
 		fmt.Fprintf(v.w, "accepted %s -> %s\n", e.From, e.To)
@@ -287,7 +287,7 @@ type liveView struct {
 	drawn int // lines drawn last time, to move back over
 }
 
-func (v *liveView) event(e switcher.Event) {
+func (v *liveView) event(e api.Event) {
 	switch e.Type {
 	case "accepted":
 		fmt.Fprintf(v.w, "switching %s -> %s\n", e.From, e.To)
@@ -305,7 +305,7 @@ func (v *liveView) event(e switcher.Event) {
 	}
 }
 
-func (v *liveView) redraw(servers []switcher.ServerProgress) {
+func (v *liveView) redraw(servers []api.ServerProgress) {
 	var b strings.Builder
 	if v.drawn > 0 {
 		fmt.Fprintf(&b, "\x1b[%dA", v.drawn) // cursor up to the first server line

@@ -1,4 +1,4 @@
-package switcher
+package control
 
 import (
 	"bytes"
@@ -19,40 +19,80 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/state"
-)
-
-// The control API (SPEC.md 4.8): HTTP+JSON on the unix socket `control`
-// and, optionally, on TCP `control_listen` with bearer tokens.
-//
-// Every error answer is {"error": "...", "code": "..."} with one of these
-// codes; the CLI maps them to exit codes.
-const (
-	codeBadRequest    = "bad_request"        // 400: bad JSON, unknown field, bad duration or limit, missing "to"
-	codeUnauthorized  = "unauthorized"       // 401: TCP request without a valid bearer token
-	codeNotFound      = "not_found"          // 404: no such endpoint
-	codeUnknownPool   = "unknown_pool"       // 404: the switch names no pool of the config
-	codeBadMethod     = "method_not_allowed" // 405
-	codeConflict      = "conflict"           // 409: a switch in progress, or expect_active did not match
-	codePinned        = "pinned"             // 409: the config file's `active` decides
-	codeTooLarge      = "too_large"          // 413: body over maxControlBody
-	codeAborted       = "aborted"            // 422 (200 in a stream): the target never became ready
-	codeInvalidConfig = "invalid_config"     // 422: reload found an invalid config file
-	codeInternal      = "internal"           // 500: the state file could not be written
+	"github.com/turnout/turnout/switcher"
 )
 
 // maxControlBody bounds a request body of the control API.
 const maxControlBody = 64 << 10
 
-// controlTimeouts bound every connection of the control API (and of the
-// metrics listener), on the unix socket and on TCP, answered 401 or not:
-// its request head, its request body, and its wait for a next request. No
-// write timeout: a streamed switch answers for as long as the switch runs.
-type controlTimeouts struct {
-	header, body, idle time.Duration
+// Timeouts bound every connection of the control API (and of the metrics
+// listener), on the unix socket and on TCP, answered 401 or not: its
+// request head, its request body, and its wait for a next request. No write
+// timeout: a streamed switch answers for as long as the switch runs.
+type Timeouts struct {
+	Header, Body, Idle time.Duration
 }
 
-var defaultControlTimeouts = controlTimeouts{header: 10 * time.Second, body: 10 * time.Second, idle: 60 * time.Second}
+// DefaultTimeouts are the Timeouts of a daemon.
+var DefaultTimeouts = Timeouts{Header: 10 * time.Second, Body: 10 * time.Second, Idle: 60 * time.Second}
+
+// Server serves the control API, the metrics and the status page of one
+// daemon; its handlers call the Switcher's exported methods only.
+type Server struct {
+	sw       *switcher.Switcher
+	logger   hclog.Logger
+	timeouts Timeouts
+}
+
+// Options configure a Server.
+type Options struct {
+	Logger hclog.Logger
+	// Timeouts; the zero value means DefaultTimeouts.
+	Timeouts Timeouts
+}
+
+// New returns the admin surface of sw.
+func New(sw *switcher.Switcher, o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Timeouts == (Timeouts{}) {
+		o.Timeouts = DefaultTimeouts
+	}
+	return &Server{sw: sw, logger: o.Logger, timeouts: o.Timeouts}
+}
+
+// Listeners are the daemon's admin listeners, for Switcher.Serve: the
+// control API's unix socket (`control`), its TCP listener with bearer
+// tokens (`control_listen`), and the metrics and status page
+// (`metrics_listen`), each when configured.
+func (s *Server) Listeners() []switcher.Listener {
+	out := s.controlListeners()
+	if addr := s.sw.Config().MetricsListen; addr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.sw.MetricsHandler())
+		s.statusPageRoutes(mux)
+		out = append(out, s.listener(func() (net.Listener, error) {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("listen on metrics_listen %s: %w (pick a free address or remove metrics_listen)", addr, err)
+			}
+			return ln, nil
+		}, func(a *switcher.Addrs, addr string) { a.Metrics = addr }, mux))
+	}
+	return out
+}
+
+// listener is a switcher.Listener with the control timeouts.
+func (s *Server) listener(listen func() (net.Listener, error), addr func(*switcher.Addrs, string), h http.Handler) switcher.Listener {
+	return switcher.Listener{
+		Listen: listen, Addr: addr, Handler: bodyDeadline(h, s.timeouts.Body),
+		HeaderTimeout: s.timeouts.Header, IdleTimeout: s.timeouts.Idle,
+	}
+}
 
 // bodyDeadline gives a request with a body that long to send it, from when
 // its head was read: a client that stops halfway has its connection closed,
@@ -74,45 +114,6 @@ const ndjson = "application/x-ndjson"
 // without ?limit.
 const defaultHistoryLimit = 20
 
-// SwitchResult is the answer to POST /v1/switch: the one JSON object of a
-// plain request, or the last line of a stream.
-type SwitchResult struct {
-	// Type is always "result", telling it from the events of a stream.
-	Type string `json:"type"`
-	// Result is "switched", "forced", "aborted", "already_active", or
-	// "accepted" for no_wait.
-	Result string `json:"result"`
-	From   string `json:"from,omitempty"`
-	To     string `json:"to,omitempty"`
-	// Record is the history record; absent for already_active and accepted.
-	Record *state.Record `json:"record,omitempty"`
-	// Error says why an aborted switch failed; Code is then "aborted".
-	Error string `json:"error,omitempty"`
-	Code  string `json:"code,omitempty"`
-}
-
-// switchBody is the JSON body of POST /v1/switch.
-type switchBody struct {
-	To           string `json:"to"`
-	Timeout      string `json:"timeout"`
-	Reason       string `json:"reason"`
-	ExpectActive string `json:"expect_active"`
-	Force        bool   `json:"force"`
-	NoWait       bool   `json:"no_wait"`
-}
-
-// maintenanceBody is the JSON body of POST /v1/maintenance.
-type maintenanceBody struct {
-	On      *bool  `json:"on"`
-	Message string `json:"message"`
-}
-
-// pauseBody is the JSON body of POST /v1/pause.
-type pauseBody struct {
-	Max     string `json:"max"`
-	Message string `json:"message"`
-}
-
 // apiError is an error answer with its status and code.
 type apiError struct {
 	status int
@@ -123,26 +124,25 @@ type apiError struct {
 func (e *apiError) Error() string { return e.msg }
 
 func badRequest(format string, args ...any) *apiError {
-	return &apiError{http.StatusBadRequest, codeBadRequest, fmt.Sprintf(format, args...)}
+	return &apiError{http.StatusBadRequest, api.CodeBadRequest, fmt.Sprintf(format, args...)}
 }
 
 // controlListeners are the control API's unix socket and, when configured,
 // its TCP listener.
-func (s *Switcher) controlListeners() []extraListener {
-	cfg := s.Config()
-	var out []extraListener
+func (s *Server) controlListeners() []switcher.Listener {
+	cfg := s.sw.Config()
+	var out []switcher.Listener
 	if cfg.Control != "" {
 		path := cfg.Control
-		out = append(out, extraListener{
-			listen:  func() (net.Listener, error) { return listenControlSocket(path) },
-			addr:    func(a *Addrs, addr string) { a.Control = addr },
-			handler: s.controlHandler(unixActor),
-		})
+		out = append(out, s.listener(
+			func() (net.Listener, error) { return listenControlSocket(path) },
+			func(a *switcher.Addrs, addr string) { a.Control = addr },
+			s.controlHandler(unixActor)))
 	}
 	if cfg.ControlListen != "" {
 		addr := cfg.ControlListen
-		out = append(out, extraListener{
-			listen: func() (net.Listener, error) {
+		out = append(out, s.listener(
+			func() (net.Listener, error) {
 				ln, err := net.Listen("tcp", addr)
 				if err != nil {
 					return nil, fmt.Errorf("listen on control_listen %s: %w", addr, err)
@@ -150,10 +150,8 @@ func (s *Switcher) controlListeners() []extraListener {
 				s.logger.Info("control API on TCP; every request needs a bearer token", "address", ln.Addr().String())
 				return ln, nil
 			},
-			// Addrs.Control names the unix socket; the TCP address is logged above.
-			addr:    func(*Addrs, string) {},
-			handler: s.requireToken(s.controlHandler(tokenActor)),
-		})
+			nil, // Addrs.Control names the unix socket; the TCP address is logged above
+			s.requireToken(s.controlHandler(tokenActor))))
 	}
 	return out
 }
@@ -252,20 +250,20 @@ func tokenActor(r *http.Request) string {
 // control_tokens, with the token's name in the context; others get 401.
 // Every token is compared in constant time, so timing tells nothing about
 // which token came close.
-func (s *Switcher) requireToken(next http.Handler) http.Handler {
+func (s *Server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		name := ""
 		if ok && given != "" {
-			for n, v := range s.Config().ControlTokens {
+			for n, v := range s.sw.Config().ControlTokens {
 				if subtle.ConstantTimeCompare([]byte(given), []byte(v)) == 1 {
 					name = n
 				}
 			}
 		}
 		if name == "" {
-			s.logger.Named("control").Warn("control request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path)
-			writeError(w, &apiError{http.StatusUnauthorized, codeUnauthorized,
+			s.logger.Warn("control request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeError(w, &apiError{http.StatusUnauthorized, api.CodeUnauthorized,
 				"missing or wrong bearer token: send `Authorization: Bearer <token>` with a value of control_tokens (the CLI reads it from TURNOUT_TOKEN)"})
 			return
 		}
@@ -274,7 +272,7 @@ func (s *Switcher) requireToken(next http.Handler) http.Handler {
 }
 
 // controlHandler routes the control API; actor names who sent a request.
-func (s *Switcher) controlHandler(actor func(*http.Request) string) http.Handler {
+func (s *Server) controlHandler(actor func(*http.Request) string) http.Handler {
 	type route struct {
 		method string
 		serve  func(http.ResponseWriter, *http.Request, string) error
@@ -291,13 +289,13 @@ func (s *Switcher) controlHandler(actor func(*http.Request) string) http.Handler
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rt, ok := routes[r.URL.Path]
 		if !ok {
-			writeError(w, &apiError{http.StatusNotFound, codeNotFound,
+			writeError(w, &apiError{http.StatusNotFound, api.CodeNotFound,
 				fmt.Sprintf("no endpoint %s: the control API has /v1/status, /v1/switch, /v1/history, /v1/maintenance, /v1/pause, /v1/resume and /v1/reload", r.URL.Path)})
 			return
 		}
 		if r.Method != rt.method {
 			w.Header().Set("Allow", rt.method)
-			writeError(w, &apiError{http.StatusMethodNotAllowed, codeBadMethod,
+			writeError(w, &apiError{http.StatusMethodNotAllowed, api.CodeBadMethod,
 				fmt.Sprintf("%s %s is not supported: use %s", r.Method, r.URL.Path, rt.method)})
 			return
 		}
@@ -307,12 +305,12 @@ func (s *Switcher) controlHandler(actor func(*http.Request) string) http.Handler
 	})
 }
 
-func (s *Switcher) serveStatus(w http.ResponseWriter, _ *http.Request, _ string) error {
-	writeJSON(w, http.StatusOK, s.Status())
+func (s *Server) serveStatus(w http.ResponseWriter, _ *http.Request, _ string) error {
+	writeJSON(w, http.StatusOK, s.sw.Status())
 	return nil
 }
 
-func (s *Switcher) serveHistory(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request, _ string) error {
 	limit := defaultHistoryLimit
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -321,9 +319,9 @@ func (s *Switcher) serveHistory(w http.ResponseWriter, r *http.Request, _ string
 		}
 		limit = n
 	}
-	recs, err := s.History(limit)
+	recs, err := s.sw.History(limit)
 	if err != nil {
-		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+		return &apiError{http.StatusInternalServerError, api.CodeInternal, err.Error()}
 	}
 	if recs == nil {
 		recs = []state.Record{}
@@ -332,61 +330,61 @@ func (s *Switcher) serveHistory(w http.ResponseWriter, r *http.Request, _ string
 	return nil
 }
 
-func (s *Switcher) serveMaintenance(w http.ResponseWriter, r *http.Request, actor string) error {
-	var body maintenanceBody
+func (s *Server) serveMaintenance(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body api.MaintenanceBody
 	if err := decodeBody(w, r, &body); err != nil {
 		return err
 	}
 	if body.On == nil {
 		return badRequest(`"on" is missing: send {"on": true, "message": "..."} or {"on": false}`)
 	}
-	if err := s.SetMaintenance(*body.On, body.Message); err != nil {
-		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	if err := s.sw.SetMaintenance(*body.On, body.Message); err != nil {
+		return &apiError{http.StatusInternalServerError, api.CodeInternal, err.Error()}
 	}
-	s.logger.Named("control").Info("maintenance mode set", "on", *body.On, "actor", actor)
+	s.logger.Info("maintenance mode set", "on", *body.On, "actor", actor)
 	writeJSON(w, http.StatusOK, map[string]any{"maintenance": *body.On, "message": body.Message})
 	return nil
 }
 
-func (s *Switcher) servePause(w http.ResponseWriter, r *http.Request, actor string) error {
-	var body pauseBody
+func (s *Server) servePause(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body api.PauseBody
 	if err := decodeBody(w, r, &body); err != nil {
 		return err
 	}
-	max := DefaultPauseMax
+	max := switcher.DefaultPauseMax
 	if body.Max != "" {
 		d, err := time.ParseDuration(body.Max)
-		if err != nil || d <= 0 || d > MaxPause {
-			return badRequest("bad \"max\" %q: give a duration from 1ms to %s, such as \"30s\"", body.Max, MaxPause)
+		if err != nil || d <= 0 || d > switcher.MaxPause {
+			return badRequest("bad \"max\" %q: give a duration from 1ms to %s, such as \"30s\"", body.Max, switcher.MaxPause)
 		}
 		max = d
 	}
-	p, err := s.Pause(max, body.Message, actor)
-	if errors.Is(err, ErrPaused) {
-		return &apiError{http.StatusConflict, codeConflict, err.Error()}
+	p, err := s.sw.Pause(max, body.Message, actor)
+	if errors.Is(err, switcher.ErrPaused) {
+		return &apiError{http.StatusConflict, api.CodeConflict, err.Error()}
 	}
 	if err != nil {
-		return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+		return &apiError{http.StatusInternalServerError, api.CodeInternal, err.Error()}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"paused": p})
 	return nil
 }
 
-func (s *Switcher) serveResume(w http.ResponseWriter, r *http.Request, actor string) error {
-	held := s.held.Load()
+func (s *Server) serveResume(w http.ResponseWriter, r *http.Request, actor string) error {
+	held := s.sw.Held()
 	// Idempotent: a script may resume whatever happened.
-	resumed := s.Resume(actor)
+	resumed := s.sw.Resume(actor)
 	writeJSON(w, http.StatusOK, map[string]any{"resumed": resumed, "held_requests": held})
 	return nil
 }
 
-func (s *Switcher) serveReload(w http.ResponseWriter, r *http.Request, actor string) error {
-	s.logger.Named("control").Info("reload requested", "actor", actor)
-	if err := s.Reload("api"); err != nil {
-		return &apiError{http.StatusUnprocessableEntity, codeInvalidConfig,
+func (s *Server) serveReload(w http.ResponseWriter, r *http.Request, actor string) error {
+	s.logger.Info("reload requested", "actor", actor)
+	if err := s.sw.Reload("api"); err != nil {
+		return &apiError{http.StatusUnprocessableEntity, api.CodeInvalidConfig,
 			fmt.Sprintf("config not applied, the running config stays: %v", err)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "config": s.configStatus()})
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "config": s.sw.Status().Config})
 	return nil
 }
 
@@ -396,15 +394,15 @@ func (s *Switcher) serveReload(w http.ResponseWriter, r *http.Request, actor str
 // alone. Errors found before the switch starts (unknown pool, conflict,
 // pinned) are plain error answers in both forms. The request's context ends
 // when the client goes away, which aborts a switch still warming.
-func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor string) error {
-	var body switchBody
+func (s *Server) serveSwitch(w http.ResponseWriter, r *http.Request, actor string) error {
+	var body api.SwitchBody
 	if err := decodeBody(w, r, &body); err != nil {
 		return err
 	}
 	if strings.TrimSpace(body.To) == "" {
 		return badRequest(`"to" is missing: name the pool to switch to, e.g. {"to": "B"}`)
 	}
-	req := SwitchRequest{To: body.To, Reason: body.Reason, ExpectActive: body.ExpectActive, Force: body.Force, Actor: actor}
+	req := switcher.SwitchRequest{To: body.To, Reason: body.Reason, ExpectActive: body.ExpectActive, Force: body.Force, Actor: actor}
 	if body.Timeout != "" {
 		d, err := time.ParseDuration(body.Timeout)
 		if err != nil || d <= 0 {
@@ -414,11 +412,11 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 	}
 
 	if body.NoWait {
-		ev, err := s.Accept(req)
+		ev, err := s.sw.Accept(req)
 		if err != nil {
 			return switchError(err)
 		}
-		res := SwitchResult{Type: "result", Result: "accepted", From: ev.From, To: ev.To}
+		res := api.SwitchResult{Type: "result", Result: "accepted", From: ev.From, To: ev.To}
 		status := http.StatusAccepted
 		if ev.Type != "accepted" {
 			res.Result, status = "already_active", http.StatusOK
@@ -433,9 +431,9 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 		enc     = json.NewEncoder(w)
 		flusher = http.NewResponseController(w)
 	)
-	var events func(Event)
+	var events func(api.Event)
 	if stream {
-		events = func(e Event) {
+		events = func(e api.Event) {
 			if !started {
 				started = true
 				w.Header().Set("Content-Type", ndjson)
@@ -447,25 +445,25 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 			flusher.Flush()
 		}
 	}
-	rec, err := s.Switch(r.Context(), req, events)
-	res := SwitchResult{Type: "result", To: req.To, Record: rec}
+	rec, err := s.sw.Switch(r.Context(), req, events)
+	res := api.SwitchResult{Type: "result", To: req.To, Record: rec}
 	switch {
 	case err == nil && rec == nil:
 		res.Result = "already_active"
-		if name, ok := s.Config().LookupPool(req.To); ok {
+		if name, ok := s.sw.Config().LookupPool(req.To); ok {
 			res.To = name
 		}
 	case err == nil:
 		res.Result, res.From, res.To = rec.Result, rec.From, rec.To
-	case errors.Is(err, ErrAborted):
-		res.Result, res.Error, res.Code = state.ResultAborted, err.Error(), codeAborted
+	case errors.Is(err, switcher.ErrAborted):
+		res.Result, res.Error, res.Code = state.ResultAborted, err.Error(), api.CodeAborted
 		if rec != nil {
 			res.From, res.To = rec.From, rec.To
 		}
 	case !started:
 		return switchError(err)
 	default:
-		res.Result, res.Error, res.Code = "error", err.Error(), codeInternal
+		res.Result, res.Error, res.Code = "error", err.Error(), api.CodeInternal
 	}
 	if stream {
 		// Even a stream without events (already active) is NDJSON.
@@ -478,7 +476,7 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 		return nil
 	}
 	status := http.StatusOK
-	if res.Code == codeAborted {
+	if res.Code == api.CodeAborted {
 		status = http.StatusUnprocessableEntity
 	}
 	writeJSON(w, status, res)
@@ -488,16 +486,16 @@ func (s *Switcher) serveSwitch(w http.ResponseWriter, r *http.Request, actor str
 // switchError maps an error of Switch or Accept to its answer.
 func switchError(err error) *apiError {
 	switch {
-	case errors.Is(err, ErrUnknownPool):
-		return &apiError{http.StatusNotFound, codeUnknownPool, err.Error()}
-	case errors.Is(err, ErrPinned):
-		return &apiError{http.StatusConflict, codePinned, err.Error()}
-	case errors.Is(err, ErrConflict):
-		return &apiError{http.StatusConflict, codeConflict, err.Error()}
-	case errors.Is(err, ErrAborted):
-		return &apiError{http.StatusUnprocessableEntity, codeAborted, err.Error()}
+	case errors.Is(err, switcher.ErrUnknownPool):
+		return &apiError{http.StatusNotFound, api.CodeUnknownPool, err.Error()}
+	case errors.Is(err, switcher.ErrPinned):
+		return &apiError{http.StatusConflict, api.CodePinned, err.Error()}
+	case errors.Is(err, switcher.ErrConflict):
+		return &apiError{http.StatusConflict, api.CodeConflict, err.Error()}
+	case errors.Is(err, switcher.ErrAborted):
+		return &apiError{http.StatusUnprocessableEntity, api.CodeAborted, err.Error()}
 	}
-	return &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+	return &apiError{http.StatusInternalServerError, api.CodeInternal, err.Error()}
 }
 
 // decodeBody reads the whole body (at most maxControlBody) and decodes it
@@ -514,7 +512,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return &apiError{http.StatusRequestEntityTooLarge, codeTooLarge,
+			return &apiError{http.StatusRequestEntityTooLarge, api.CodeTooLarge,
 				fmt.Sprintf("the request body is over %d bytes: send a smaller JSON object", maxControlBody)}
 		}
 		return badRequest("read the request body: %v", err)
@@ -523,7 +521,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
-			return badRequest("the request body is empty: send a JSON object (see SPEC.md 4.8 for its fields)")
+			return badRequest("the request body is empty: send a JSON object (see docs/control-api.md for its fields)")
 		}
 		return badRequest("the request body is not valid: %v: send one JSON object with only the documented fields", err)
 	}
@@ -545,7 +543,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		ae = &apiError{http.StatusInternalServerError, codeInternal, err.Error()}
+		ae = &apiError{http.StatusInternalServerError, api.CodeInternal, err.Error()}
 	}
-	writeJSON(w, ae.status, map[string]string{"error": ae.msg, "code": ae.code})
+	writeJSON(w, ae.status, api.ErrorBody{Error: ae.msg, Code: ae.code})
 }

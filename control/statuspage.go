@@ -1,4 +1,4 @@
-package switcher
+package control
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/state"
 )
 
@@ -43,7 +44,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 
 // statusPageData is what statuspage.html renders.
 type statusPageData struct {
-	Status
+	api.Status
 	History      []state.Record
 	HistoryError string
 	Now          time.Time
@@ -51,14 +52,14 @@ type statusPageData struct {
 
 // statusPageRoutes adds the read-only status page (/), its data as JSON
 // (/status.json) and turnout's own liveness probe (/healthz) to mux.
-func (s *Switcher) statusPageRoutes(mux *http.ServeMux) {
+func (s *Server) statusPageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /{$}", s.serveStatusPage)
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(s.Status())
+		enc.Encode(s.sw.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -66,11 +67,11 @@ func (s *Switcher) statusPageRoutes(mux *http.ServeMux) {
 	})
 }
 
-func (s *Switcher) serveStatusPage(w http.ResponseWriter, r *http.Request) {
-	d := statusPageData{Status: s.Status(), Now: time.Now()}
-	hist, err := s.History(statusPageHistory)
+func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
+	d := statusPageData{Status: s.sw.Status(), Now: time.Now()}
+	hist, err := s.sw.History(statusPageHistory)
 	if err != nil {
-		d.HistoryError = fmt.Sprintf("cannot read the history from %s: %v", s.store.Path(), err)
+		d.HistoryError = fmt.Sprintf("cannot read the history from %s: %v", s.sw.StatePath(), err)
 	}
 	d.History = hist
 	var buf bytes.Buffer

@@ -1,4 +1,4 @@
-package switcher
+package control
 
 import (
 	"bufio"
@@ -17,15 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/state"
+	"github.com/turnout/turnout/switcher"
 )
 
 // ctlDaemon is a real turnout serving the control API on a unix socket in
 // a temporary directory, in front of real backends on loopback.
 type ctlDaemon struct {
-	sw     *Switcher
-	addrs  Addrs
+	sw     *switcher.Switcher
+	addrs  switcher.Addrs
 	client *http.Client // over the control socket
 	bDown  *atomic.Bool // pool B's health checks fail while set
 	bAddrs []string
@@ -52,12 +54,12 @@ func ctlBackend(t *testing.T, name string, down *atomic.Bool) string {
 // controlListen, when set, also serves the control API on that TCP address.
 func ctlStart(t *testing.T, controlListen string) *ctlDaemon {
 	t.Helper()
-	return ctlStartWith(t, controlListen, nil)
+	return ctlStartWith(t, controlListen, Options{})
 }
 
-// ctlStartWith is ctlStart with prepare called on the Switcher before it
-// serves (to shorten its internal timeouts).
-func ctlStartWith(t *testing.T, controlListen string, prepare func(*Switcher)) *ctlDaemon {
+// ctlStartWith is ctlStart with the control API's options o and more
+// top-level config lines.
+func ctlStartWith(t *testing.T, controlListen string, o Options, more ...string) *ctlDaemon {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "tc") // short: unix socket paths max 108 bytes
 	if err != nil {
@@ -72,6 +74,7 @@ func ctlStartWith(t *testing.T, controlListen string, prepare func(*Switcher)) *
 	if controlListen != "" {
 		extra = fmt.Sprintf("control_listen = %q\ncontrol_tokens = { deploy = %q }\n", controlListen, ctlToken)
 	}
+	extra += strings.Join(more, "\n")
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 listen  = ["127.0.0.1:0"]
 control = %q
@@ -102,17 +105,15 @@ servers = [%q, %q]
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.sw, err = New(Options{Config: cfg, Store: store})
+	d.sw, err = switcher.New(switcher.Options{Config: cfg, Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prepare != nil {
-		prepare(d.sw)
-	}
+	admin := New(d.sw, o).Listeners()
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan Addrs, 1)
+	ready := make(chan switcher.Addrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- d.sw.Serve(ctx, func(a Addrs) { ready <- a }) }()
+	go func() { done <- d.sw.Serve(ctx, admin, func(a switcher.Addrs) { ready <- a }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -181,7 +182,7 @@ func (d *ctlDaemon) stream(t *testing.T, body string) *http.Response {
 
 // streamLine is an event or the final result of a stream.
 type streamLine struct {
-	Event
+	api.Event
 	Result string        `json:"result"`
 	Record *state.Record `json:"record"`
 	Error  string        `json:"error"`
@@ -213,7 +214,7 @@ func (d *ctlDaemon) waitIdle(t *testing.T) {
 	deadline := time.After(10 * time.Second)
 	for d.sw.Status().Switching != nil {
 		select {
-		case <-d.sw.changed.wait():
+		case <-d.sw.Changed():
 		case <-time.After(20 * time.Millisecond):
 		case <-deadline:
 			t.Fatal("the switch did not end within 10s")
@@ -301,7 +302,7 @@ func TestControlSwitchStreams(t *testing.T) {
 	if lines := readStream(t, d.stream(t, `{"to":"B"}`)); len(lines) != 1 || lines[0].Result != "already_active" {
 		t.Errorf("streamed switch to the active pool: %+v; want one already_active line", lines)
 	}
-	var again SwitchResult
+	var again api.SwitchResult
 	if code := d.do(t, http.MethodPost, "/v1/switch", `{"to":"B"}`, &again); code != http.StatusOK || again.Result != "already_active" {
 		t.Errorf("switch to the active pool: %d %+v", code, again)
 	}
@@ -326,7 +327,7 @@ func TestControlSwitchAbortsWhenServersAreDown(t *testing.T) {
 		}
 	})
 	t.Run("plain", func(t *testing.T) {
-		var res SwitchResult
+		var res api.SwitchResult
 		code := d.do(t, http.MethodPost, "/v1/switch", `{"to":"B","timeout":"300ms"}`, &res)
 		if code != http.StatusUnprocessableEntity || res.Code != "aborted" || res.Record == nil {
 			t.Fatalf("%d %+v", code, res)
@@ -474,7 +475,7 @@ func TestControlTCPNeedsToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var res SwitchResult
+	var res api.SwitchResult
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 		t.Fatal(err)
 	}
@@ -524,9 +525,7 @@ func TestControlSocketReplacesStale(t *testing.T) {
 // lasts longer than all of them is not cut.
 func TestControlConnectionsTimeOut(t *testing.T) {
 	tcp := reservedAddr(t)
-	d := ctlStartWith(t, tcp, func(s *Switcher) {
-		s.controlTimeouts = controlTimeouts{header: 300 * time.Millisecond, body: 300 * time.Millisecond, idle: 300 * time.Millisecond}
-	})
+	d := ctlStartWith(t, tcp, Options{Timeouts: Timeouts{Header: 300 * time.Millisecond, Body: 300 * time.Millisecond, Idle: 300 * time.Millisecond}})
 	for _, tc := range []struct {
 		name, network, addr, raw string
 		answered                 bool // an answer comes before the close
@@ -591,4 +590,15 @@ func TestControlConnectionsTimeOut(t *testing.T) {
 		}
 	}
 	t.Fatalf("the stream ended without a result: %v", sc.Err())
+}
+
+// reservedAddr returns a loopback address that was free a moment ago.
+func reservedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
