@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -26,18 +27,38 @@ import (
 type Options struct {
 	// Config is a loaded, valid configuration.
 	Config *config.Config
-	// Store holds the active pool, maintenance mode and the history.
-	Store *state.Store
+	// Store holds the active pool, maintenance mode and the history: a
+	// *state.Store (the bbolt file).
+	Store Store
 	// Logger may be nil.
 	Logger hclog.Logger
 	// Version is shown by status and in metrics.
 	Version string
 }
 
+// Store is what the daemon keeps across restarts: the active pool, the
+// maintenance mode and the switch history. state.Store (one bbolt file)
+// satisfies it; a store shared by several turnout hosts (etcd) would
+// satisfy it too. RecordSwitch must persist a switch's record and, for a
+// switch that moves traffic, the new active pool atomically; Path names the
+// store in messages.
+type Store interface {
+	Active() (string, error)
+	SetActive(pool string) error
+	Maintenance() (on bool, message string, err error)
+	SetMaintenance(on bool, message string) error
+	RecordSwitch(rec *state.Record) error
+	Finish(id uint64, at time.Time) error
+	History(limit int) ([]state.Record, error)
+	Path() string
+}
+
+var _ Store = (*state.Store)(nil)
+
 // Switcher owns the pools and routes every request to the active one.
 type Switcher struct {
 	logger hclog.Logger
-	store  *state.Store
+	store  Store
 
 	// settings is everything the request path reads, derived from the
 	// config at load time and swapped whole on reload.
