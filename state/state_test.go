@@ -379,14 +379,7 @@ var corruptFiles = []struct {
 	}},
 	{"meta pages overwritten", func(t *testing.T, path string) {
 		writeValid(t, path)
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := f.WriteAt(randomBytes(t, 2*os.Getpagesize()), 0); err != nil {
-			t.Fatal(err)
-		}
+		overwriteMeta(t, path)
 	}},
 	{"foreign bbolt file", func(t *testing.T, path string) {
 		writeBolt(t, path, func(tx *bolt.Tx) error {
@@ -632,14 +625,7 @@ func TestDamageWhileOpen(t *testing.T) {
 			writeFile(t, path, randomBytes(t, int(fi.Size())))
 		}},
 		{"garbage over the meta pages", func(t *testing.T, path string) {
-			f, err := os.OpenFile(path, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.WriteAt(randomBytes(t, 2*os.Getpagesize()), 0); err != nil {
-				t.Fatal(err)
-			}
+			overwriteMeta(t, path)
 		}},
 		{"replaced", func(t *testing.T, path string) {
 			writeFile(t, path+".x", randomBytes(t, 8192))
@@ -852,5 +838,18 @@ func TestActiveFileUnwritableIsNotFatal(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "[ERROR]") || !strings.Contains(logs.String(), "second record") {
 		t.Errorf("no error logged:\n%s", logs.String())
+	}
+}
+
+// overwriteMeta writes garbage over the file's two meta pages, in place.
+func overwriteMeta(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(randomBytes(t, 2*os.Getpagesize()), 0); err != nil {
+		t.Fatal(err)
 	}
 }
