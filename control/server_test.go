@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 	"github.com/turnout/turnout/switcher"
 )
@@ -524,7 +525,7 @@ func TestControlSocketReplacesStale(t *testing.T) {
 // head, and one that waits for a next request. A streamed switch that
 // lasts longer than all of them is not cut.
 func TestControlConnectionsTimeOut(t *testing.T) {
-	tcp := reservedAddr(t)
+	tcp := testsock.FreeAddr(t)
 	d := ctlStartWith(t, tcp, Options{Timeouts: Timeouts{Header: 300 * time.Millisecond, Body: 300 * time.Millisecond, Idle: 300 * time.Millisecond}})
 	for _, tc := range []struct {
 		name, network, addr, raw string
@@ -590,15 +591,4 @@ func TestControlConnectionsTimeOut(t *testing.T) {
 		}
 	}
 	t.Fatalf("the stream ended without a result: %v", sc.Err())
-}
-
-// reservedAddr returns a loopback address that was free a moment ago.
-func reservedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -14,39 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/turnout/turnout/internal/httpsyntax"
+	"github.com/turnout/turnout/internal/testsock"
 )
-
-// rawExchange writes raw to addr and returns the responses it reads, until
-// n responses came or the connection closed.
-func rawExchange(t *testing.T, addr, raw string, n int) []*http.Response {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err = io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	var out []*http.Response
-	for range n {
-		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-		if err != nil {
-			break
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body = io.NopCloser(strings.NewReader(string(body)))
-		out = append(out, resp)
-	}
-	return out
-}
-
-func bodyOf(r *http.Response) string {
-	b, _ := io.ReadAll(r.Body)
-	return string(b)
-}
 
 // plainRequest reports whether the front serves the request whose head is
 // head itself.
@@ -112,10 +81,10 @@ func TestFrontSurvivesAPanickingHandler(t *testing.T) {
 		defer cancel()
 		fr.Shutdown(ctx, func() {})
 	}()
-	if got := rawExchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
+	if got := testsock.Exchange(t, ln.Addr().String(), "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 0 {
 		t.Fatalf("a panicking request got an answer: %+v", got)
 	}
-	if got := rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 1 || bodyOf(got[0]) != "fine" {
+	if got := testsock.Exchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1); len(got) != 1 || testsock.Body(got[0]) != "fine" {
 		t.Fatalf("after a panic the front must go on serving: %+v", got)
 	}
 }

@@ -18,40 +18,8 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/internal/deadline"
+	"github.com/turnout/turnout/internal/testsock"
 )
-
-// rawExchange writes raw to the proxy and returns the responses it reads,
-// until n responses came or the connection closed.
-func rawExchange(t *testing.T, addr, raw string, n int) []*http.Response {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, raw)
-	must(t, err)
-	br := bufio.NewReader(c)
-	var out []*http.Response
-	for range n {
-		method := "GET"
-		if strings.HasPrefix(raw, "HEAD") {
-			method = "HEAD"
-		}
-		resp, err := http.ReadResponse(br, &http.Request{Method: method})
-		if err != nil {
-			break
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body = io.NopCloser(strings.NewReader(string(body)))
-		out = append(out, resp)
-	}
-	return out
-}
-
-func bodyOf(r *http.Response) string {
-	b, _ := io.ReadAll(r.Body)
-	return string(b)
-}
 
 func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
@@ -70,30 +38,30 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr})
 	addr := h.addrs.Proxy[0]
 
-	got := rawExchange(t, addr, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /empty HTTP/1.1\r\nHost: x\r\n\r\n", 3)
-	if len(got) != 3 || bodyOf(got[0]) != "GET /1 0" || bodyOf(got[1]) != "POST /2 3" || got[2].StatusCode != http.StatusNoContent {
+	got := testsock.Exchange(t, addr, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /empty HTTP/1.1\r\nHost: x\r\n\r\n", 3)
+	if len(got) != 3 || testsock.Body(got[0]) != "GET /1 0" || testsock.Body(got[1]) != "POST /2 3" || got[2].StatusCode != http.StatusNoContent {
 		t.Fatalf("pipelined requests: %d answers", len(got))
 	}
 
-	got = rawExchange(t, addr, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", 1)
-	if len(got) != 1 || bodyOf(got[0]) != "one two" || got[0].TransferEncoding == nil {
+	got = testsock.Exchange(t, addr, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || testsock.Body(got[0]) != "one two" || got[0].TransferEncoding == nil {
 		t.Fatalf("a streamed answer must arrive whole and chunked: %+v", got)
 	}
 
-	got = rawExchange(t, addr, "GET /old HTTP/1.0\r\nHost: x\r\n\r\n", 1)
-	if len(got) != 1 || bodyOf(got[0]) != "GET /old 0" || !got[0].Close {
+	got = testsock.Exchange(t, addr, "GET /old HTTP/1.0\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || testsock.Body(got[0]) != "GET /old 0" || !got[0].Close {
 		t.Fatalf("HTTP/1.0 request: %+v", got)
 	}
 
-	got = rawExchange(t, addr, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n", 1)
-	if len(got) != 1 || got[0].StatusCode != 200 || bodyOf(got[0]) != "" {
+	got = testsock.Exchange(t, addr, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || got[0].StatusCode != 200 || testsock.Body(got[0]) != "" {
 		t.Fatalf("HEAD: %+v", got)
 	}
 
 	// A chunked request body is not the front's: net/http takes the
 	// connection over and answers it.
-	got = rawExchange(t, addr, "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n", 2)
-	if len(got) != 2 || bodyOf(got[0]) != "POST /chunked 3" || bodyOf(got[1]) != "GET /after 0" {
+	got = testsock.Exchange(t, addr, "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || testsock.Body(got[0]) != "POST /chunked 3" || testsock.Body(got[1]) != "GET /after 0" {
 		t.Fatalf("chunked body handed to net/http: %d answers", len(got))
 	}
 
@@ -101,40 +69,40 @@ func TestFrontServesPipelinedAndOldRequests(t *testing.T) {
 	// goes to net/http, as does one that comes in pieces; keep-alive and
 	// HTTP/1.0 keep-alive go on after either.
 	big := "GET /big HTTP/1.1\r\nHost: x\r\nCookie: " + strings.Repeat("c", 3*4<<10) + "\r\n\r\n"
-	got = rawExchange(t, addr, big+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 2)
-	if len(got) != 2 || bodyOf(got[0]) != "GET /big 0" || bodyOf(got[1]) != "GET /next 0" {
+	got = testsock.Exchange(t, addr, big+"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || testsock.Body(got[0]) != "GET /big 0" || testsock.Body(got[1]) != "GET /next 0" {
 		t.Fatalf("a large head: %d answers", len(got))
 	}
 	// An answer waiting in the buffer for a pipelined request goes out
 	// before the connection is handed to net/http.
-	got = rawExchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"+big, 2)
-	if len(got) != 2 || bodyOf(got[0]) != "GET /first 0" || bodyOf(got[1]) != "GET /big 0" {
+	got = testsock.Exchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"+big, 2)
+	if len(got) != 2 || testsock.Body(got[0]) != "GET /first 0" || testsock.Body(got[1]) != "GET /big 0" {
 		t.Fatalf("pipelined before a large head: %d answers", len(got))
 	}
-	got = rawExchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nPOST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 2)
-	if len(got) != 2 || bodyOf(got[0]) != "GET /first 0" || bodyOf(got[1]) != "POST /chunked 3" {
+	got = testsock.Exchange(t, addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\nPOST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 2)
+	if len(got) != 2 || testsock.Body(got[0]) != "GET /first 0" || testsock.Body(got[1]) != "POST /chunked 3" {
 		t.Fatalf("pipelined before a chunked body: %d answers", len(got))
 	}
 	// A CRLF after a body is skipped, as net/http does; bare LF heads are
 	// net/http's.
-	got = rawExchange(t, addr, "POST /crlf HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\nGET /lf HTTP/1.1\nHost: x\n\n", 2)
-	if len(got) != 2 || bodyOf(got[0]) != "POST /crlf 3" || bodyOf(got[1]) != "GET /lf 0" {
+	got = testsock.Exchange(t, addr, "POST /crlf HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\nGET /lf HTTP/1.1\nHost: x\n\n", 2)
+	if len(got) != 2 || testsock.Body(got[0]) != "POST /crlf 3" || testsock.Body(got[1]) != "GET /lf 0" {
 		t.Fatalf("CRLF after a body, then a bare LF head: %d answers", len(got))
 	}
 
 	// Blank lines after a request, and nothing more yet: the answer must
 	// not wait for a next request.
-	got = rawExchange(t, addr, "GET /blank HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n", 1)
-	if len(got) != 1 || bodyOf(got[0]) != "GET /blank 0" {
+	got = testsock.Exchange(t, addr, "GET /blank HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\n", 1)
+	if len(got) != 1 || testsock.Body(got[0]) != "GET /blank 0" {
 		t.Fatalf("blank lines after a request: %d answers", len(got))
 	}
 
-	got = rawExchange(t, addr, "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ka2 HTTP/1.0\r\n\r\n", 2)
-	if len(got) != 2 || got[0].Close || bodyOf(got[1]) != "GET /ka2 0" || !got[1].Close {
+	got = testsock.Exchange(t, addr, "GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ka2 HTTP/1.0\r\n\r\n", 2)
+	if len(got) != 2 || got[0].Close || testsock.Body(got[1]) != "GET /ka2 0" || !got[1].Close {
 		t.Fatalf("HTTP/1.0 keep-alive: %d answers", len(got))
 	}
 
-	got = rawExchange(t, addr, "GARBAGE\r\n\r\n", 1)
+	got = testsock.Exchange(t, addr, "GARBAGE\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != http.StatusBadRequest {
 		t.Fatalf("a malformed request must get 400: %+v", got)
 	}
@@ -589,7 +557,7 @@ func readAnswers(t *testing.T, c net.Conn, paths ...string) {
 		if err != nil {
 			t.Fatalf("answer to %s: %v", want, err)
 		}
-		if b := bodyOf(resp); b != want {
+		if b := testsock.Body(resp); b != want {
 			t.Fatalf("got %q, want %q", b, want)
 		}
 	}
@@ -662,7 +630,7 @@ func TestFrontKeepsAConnectionAfterASlowLargeRequest(t *testing.T) {
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
-	if b := bodyOf(resp); b != "/slow" {
+	if b := testsock.Body(resp); b != "/slow" {
 		t.Fatalf("got %q", b)
 	}
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -670,7 +638,7 @@ func TestFrontKeepsAConnectionAfterASlowLargeRequest(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the next request on the kept-alive connection: %v", err)
 	}
-	if b := bodyOf(resp); b != "/next" {
+	if b := testsock.Body(resp); b != "/next" {
 		t.Fatalf("got %q", b)
 	}
 }

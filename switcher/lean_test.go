@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/internal/httpsyntax"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // rawListener serves every connection it accepts on loopback with serve,
@@ -121,7 +122,7 @@ func TestUpstreamTimeoutIsNotRetried(t *testing.T) {
 
 func TestSwitchRequestDuringAnotherSwitchIsAConflict(t *testing.T) {
 	a := newBackend(t, "A", nil)
-	dead := reservedAddr(t)
+	dead := testsock.FreeAddr(t)
 	h := startSwitcher(t, fastChecks, []string{a.addr}, []string{dead})
 	ctx, cancel := context.WithCancel(context.Background())
 	warming := make(chan error, 1)
@@ -184,7 +185,7 @@ func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
 		if handedOff {
 			extra = "X-Big: " + strings.Repeat("b", 5000) + "\r\n" // larger than the front's buffer
 		}
-		got := rawExchange(t, proxy, "GET /hop HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
+		got := testsock.Exchange(t, proxy, "GET /hop HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
 			"GET /dated HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
 			"GET /close HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
 			"GET /none HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n"+
@@ -199,13 +200,13 @@ func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
 			}
 		}
 		if hop.Header.Get("Content-Type") != "text/plain" || hop.Header.Get("X-Kept") != "spaced" ||
-			!reflect.DeepEqual(hop.Header.Values("X-Many"), []string{"1", "2"}) || len(hop.Header.Values("Date")) != 1 || bodyOf(hop) != "hop" {
+			!reflect.DeepEqual(hop.Header.Values("X-Many"), []string{"1", "2"}) || len(hop.Header.Values("Date")) != 1 || testsock.Body(hop) != "hop" {
 			t.Errorf("handed off %v: /hop gave %v, want its end-to-end fields, one Date and its body", handedOff, hop.Header)
 		}
-		if v := dated.Header.Values("Date"); dated.StatusCode != 201 || len(v) != 1 || v[0] != "Mon, 02 Jan 2006 15:04:05 GMT" || bodyOf(dated) != "dated" {
+		if v := dated.Header.Values("Date"); dated.StatusCode != 201 || len(v) != 1 || v[0] != "Mon, 02 Jan 2006 15:04:05 GMT" || testsock.Body(dated) != "dated" {
 			t.Errorf("handed off %v: /dated gave %d %v, want 201 with the upstream's one Date", handedOff, dated.StatusCode, dated.Header)
 		}
-		if closed.Close || bodyOf(closed) != "close" {
+		if closed.Close || testsock.Body(closed) != "close" {
 			t.Errorf("handed off %v: the upstream's Connection: close reached the client (close %v)", handedOff, closed.Close)
 		}
 		if none.StatusCode != http.StatusNoContent || none.Header.Get("X-A") != "b" {
@@ -213,7 +214,7 @@ func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
 		}
 		// Fields that Connection lists are hop-by-hop even when they are
 		// the framing: the client gets a body framed anew and a Date.
-		if v := listed.Header.Get("Date"); v == "Mon, 02 Jan 2006 15:04:05 GMT" || v == "" || bodyOf(listed) != "listed" {
+		if v := listed.Header.Get("Date"); v == "Mon, 02 Jan 2006 15:04:05 GMT" || v == "" || testsock.Body(listed) != "listed" {
 			t.Errorf("handed off %v: /listed gave %v, want the listed fields dropped and the body whole", handedOff, listed.Header)
 		}
 	}
@@ -256,7 +257,7 @@ func TestACrashingGETGoesToOneOtherServerOnly(t *testing.T) {
 	a1 := rawListener(t, crash)
 	a2 := rawListener(t, crash)
 	h := startSwitcher(t, "", []string{a1, a2}, []string{a1})
-	got := rawExchange(t, h.addrs.Proxy[0], "GET /poison HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	got := testsock.Exchange(t, h.addrs.Proxy[0], "GET /poison HTTP/1.1\r\nHost: x\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != http.StatusBadGateway {
 		t.Fatalf("a GET both servers crash on: %+v, want a 502", got)
 	}
@@ -274,12 +275,12 @@ func TestLeanPathRefusesAnUnaskedUpgrade(t *testing.T) {
 	})
 	h := startSwitcher(t, "", []string{addr}, []string{addr})
 	proxy := h.addrs.Proxy[0]
-	got := rawExchange(t, proxy, "GET /sw HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	got := testsock.Exchange(t, proxy, "GET /sw HTTP/1.1\r\nHost: x\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != http.StatusBadGateway {
 		t.Fatalf("an unasked 101: %+v, want a 502", got)
 	}
-	got = rawExchange(t, proxy, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 1)
-	if len(got) != 1 || bodyOf(got[0]) != "ok" {
+	got = testsock.Exchange(t, proxy, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	if len(got) != 1 || testsock.Body(got[0]) != "ok" {
 		t.Fatalf("the next request: %+v", got)
 	}
 }
@@ -292,8 +293,8 @@ func TestLeanPathPassesOnEarlyHints(t *testing.T) {
 			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\neh",
 	})
 	h := startSwitcher(t, "", []string{addr}, []string{addr})
-	got := rawExchange(t, h.addrs.Proxy[0], "GET /eh HTTP/1.1\r\nHost: x\r\n\r\n", 2)
-	if len(got) != 2 || got[0].StatusCode != http.StatusEarlyHints || got[1].StatusCode != 200 || bodyOf(got[1]) != "eh" {
+	got := testsock.Exchange(t, h.addrs.Proxy[0], "GET /eh HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if len(got) != 2 || got[0].StatusCode != http.StatusEarlyHints || got[1].StatusCode != 200 || testsock.Body(got[1]) != "eh" {
 		t.Fatalf("answers: %+v, want a 103, then the 200", got)
 	}
 	if got[0].Header.Get("Link") != "</a.css>; rel=preload" || got[0].Header.Get("Keep-Alive") != "" {
@@ -309,7 +310,7 @@ func TestLeanPathPassesOnEarlyHints(t *testing.T) {
 // goes away); 300 ms later it is back as a plain backend.
 func restartingServer(t *testing.T, die func(c net.Conn, line string, br *bufio.Reader, ln net.Listener)) string {
 	b0 := newBackend(t, "A", nil)
-	b := &backend{t: t, name: "A", addr: reservedAddr(t), handler: b0.handler}
+	b := &backend{t: t, name: "A", addr: testsock.FreeAddr(t), handler: b0.handler}
 	t.Cleanup(b.stop)
 	ln, err := net.Listen("tcp", b.addr)
 	must(t, err)
@@ -338,7 +339,7 @@ func TestALargeGETDroppedByARestartingServerIsHeld(t *testing.T) {
 		c.Close()                         // unread bytes: a reset
 	})
 	h := startSwitcher(t, fastChecks+"hold_timeout = \"10s\"\n", []string{addr}, []string{addr})
-	got := rawExchange(t, h.addrs.Proxy[0], "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("p", 5000)+"\r\n\r\n", 1)
+	got := testsock.Exchange(t, h.addrs.Proxy[0], "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: "+strings.Repeat("p", 5000)+"\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != 200 {
 		t.Fatalf("a GET dropped unread by a restarting server: %+v, want 200 after the hold", got)
 	}
@@ -355,7 +356,7 @@ func TestAGETInFlightWhenTheOnlyServerIsKilledIsHeld(t *testing.T) {
 		c.Close()
 	})
 	h := startSwitcher(t, fastChecks+"hold_timeout = \"10s\"\n", []string{addr}, []string{addr})
-	got := rawExchange(t, h.addrs.Proxy[0], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+	got := testsock.Exchange(t, h.addrs.Proxy[0], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 1)
 	if len(got) != 1 || got[0].StatusCode != 200 {
 		t.Fatalf("a GET in flight when the only server was killed: %+v, want 200 after the restart", got)
 	}

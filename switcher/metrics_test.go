@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 )
 
@@ -240,7 +241,7 @@ state = "` + filepath.Join(dir, "state.db") + `"
 [pools.A]
 servers = ["` + app.addr + `"]
 [pools.B]
-servers = ["` + reservedAddr(t) + `"]
+servers = ["` + testsock.FreeAddr(t) + `"]
 `
 		cfg, err := config.Parse([]byte(text), filepath.Join(dir, "turnout.toml"))
 		if err != nil {
@@ -301,7 +302,7 @@ func TestMetricsKeepUpgradesWorking(t *testing.T) {
 		brw.WriteString("echo " + line)
 		brw.Flush()
 	})
-	h := startSwitcher(t, withMetrics+fastChecks, []string{a.addr}, []string{reservedAddr(t)})
+	h := startSwitcher(t, withMetrics+fastChecks, []string{a.addr}, []string{testsock.FreeAddr(t)})
 	conn, err := net.DialTimeout("tcp", h.addrs.Proxy[0], 10*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 )
 
@@ -57,17 +58,6 @@ func newBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
 	b.serve(ln)
 	t.Cleanup(b.stop)
 	return b
-}
-
-// reservedAddr returns a loopback address where nothing listens.
-func reservedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (b *backend) serve(ln net.Listener) {
@@ -224,7 +214,7 @@ func TestHeldRequestWaitsForTheServerToComeBack(t *testing.T) {
 
 func TestRefusedConnectionGoesToAnotherServer(t *testing.T) {
 	a1 := newBackend(t, "A1", nil)
-	dead := reservedAddr(t)
+	dead := testsock.FreeAddr(t)
 	b := newBackend(t, "B", nil)
 	h := startSwitcher(t, `[health]
 interval = "1h"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 )
 
@@ -129,7 +130,7 @@ func TestBrokenConfigIsNotApplied(t *testing.T) {
 
 func TestPinnedActiveSwitchesThroughWarmUp(t *testing.T) {
 	a, b := newBackend(t, "A", nil), newBackend(t, "B", nil)
-	dead := reservedAddr(t)
+	dead := testsock.FreeAddr(t)
 	h := startSwitcher(t, `active = "A"`+"\n"+fastChecks, []string{a.addr}, []string{b.addr})
 	if _, err := h.sw.Switch(context.Background(), SwitchRequest{To: "B"}, nil); !errors.Is(err, ErrPinned) {
 		t.Fatalf("switch with a pinned active: %v, want ErrPinned", err)
@@ -181,7 +182,7 @@ var _ = time.Second
 
 func TestRevertingThePinnedPoolCancelsTheConfigSwitch(t *testing.T) {
 	a := newBackend(t, "A", nil)
-	dead := reservedAddr(t)
+	dead := testsock.FreeAddr(t)
 	h := startSwitcher(t, `active = "A"`+"\n"+fastChecks, []string{a.addr}, []string{dead})
 	text, err := os.ReadFile(h.path)
 	must(t, err)

@@ -1,6 +1,7 @@
-// Package testsock makes real sockets in awkward states for tests: a unix
-// socket whose listen backlog is full, as an app server's is when requests
-// released all at once overflow it. Only tests import it.
+// Package testsock gives tests real sockets: a unix socket whose listen
+// backlog is full, as an app server's is when requests released all at once
+// overflow it; raw HTTP/1.1 exchanges byte for byte (Exchange); a free
+// loopback address. Only tests import it.
 package testsock
 
 import (
