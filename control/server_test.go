@@ -147,7 +147,19 @@ func (d *ctlDaemon) do(t *testing.T, method, path, body string, out any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := d.client.Do(req)
+	status, data := fetch(t, d.client, req)
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, data, err)
+		}
+	}
+	return status
+}
+
+// fetch sends req with c and returns the status and the whole body.
+func fetch(t *testing.T, c *http.Client, req *http.Request) (int, []byte) {
+	t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,12 +168,7 @@ func (d *ctlDaemon) do(t *testing.T, method, path, body string, out any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			t.Fatalf("%s %s: decode %q: %v", method, path, data, err)
-		}
-	}
-	return resp.StatusCode
+	return resp.StatusCode, data
 }
 
 // stream posts a switch with Accept: application/x-ndjson and returns the
