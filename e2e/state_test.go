@@ -51,12 +51,7 @@ func TestKillMidDrainCLIReadsOutcome(t *testing.T) {
 	}
 
 	d = serveDaemon(t, path, c)
-	var r cliRun
-	select {
-	case r = <-cliDone:
-	case <-time.After(eventTimeout):
-		t.Fatal("the CLI did not finish after the daemon came back")
-	}
+	r := awaitCLI(t, cliDone)
 	if r.code != 0 || !strings.Contains(r.stdout, "switched to B") || !strings.Contains(r.stderr, "reconnecting") {
 		t.Errorf("want exit 0, \"switched to B\" after reconnecting:\n%s", r)
 	}
@@ -81,12 +76,7 @@ func TestKillWhileWarmingCLISaysOldPool(t *testing.T) {
 	})
 	d.kill9(t)
 	d = serveDaemon(t, path, c)
-	var r cliRun
-	select {
-	case r = <-cliDone:
-	case <-time.After(eventTimeout):
-		t.Fatal("the CLI did not finish after the daemon came back")
-	}
+	r := awaitCLI(t, cliDone)
 	if r.code != 1 || !strings.Contains(r.stderr, "never persisted") || !strings.Contains(r.stderr, "A is active") {
 		t.Errorf("want exit 1 saying the switch was never persisted and A is active:\n%s", r)
 	}
@@ -232,5 +222,17 @@ func TestStateDamagedWhileRunning(t *testing.T) {
 				t.Errorf("after the restart: %d from %q (%v), want 200 from B", status, backend, err)
 			}
 		})
+	}
+}
+
+// awaitCLI waits for the CLI run that reconnects to a daemon that came back.
+func awaitCLI(t *testing.T, done <-chan cliRun) cliRun {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(eventTimeout):
+		t.Fatal("the CLI did not finish after the daemon came back")
+		return cliRun{}
 	}
 }

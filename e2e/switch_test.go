@@ -80,13 +80,7 @@ func TestSwitchToDownPoolAborts(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "aborted") {
 		t.Errorf("want exit 1 with an 'aborted' message\n%s", r)
 	}
-	requireNoFailure(t, res)
-	if len(res.Backends) != 1 || res.Backends["A"] == 0 {
-		t.Errorf("want every response from A, got %v", res.Backends)
-	}
-	if len(seen) != 1 || seen["A"] == 0 {
-		t.Errorf("want A active at every status poll during the switch, saw %v", seen)
-	}
+	requireAllFromA(t, res, seen)
 	recs := historyJSON(t, "--control", d.Control)
 	if len(recs) != 1 {
 		t.Fatalf("history holds %d records, want 1: %+v", len(recs), recs)
@@ -199,13 +193,7 @@ func TestFlappingTargetNeverActive(t *testing.T) {
 	if r.code != 1 {
 		t.Errorf("want exit 1\n%s", r)
 	}
-	requireNoFailure(t, res)
-	if len(res.Backends) != 1 || res.Backends["A"] == 0 {
-		t.Errorf("want every response from A, got %v", res.Backends)
-	}
-	if len(seen) != 1 || seen["A"] == 0 {
-		t.Errorf("want A active at every status poll during the switch, saw %v", seen)
-	}
+	requireAllFromA(t, res, seen)
 	recs := historyJSON(t, "--control", d.Control)
 	if len(recs) != 1 || recs[0].Result != "aborted" || len(recs[0].Servers) != 1 || recs[0].Servers[0].LastError == "" {
 		t.Errorf("want one aborted record whose server has a last_error, got %+v", recs)
@@ -382,5 +370,18 @@ func TestControlAPIOnTCP(t *testing.T) {
 	}
 	if strings.Contains(d.output.String(), token) {
 		t.Errorf("the token appears in turnout's log:\n%s", d.output)
+	}
+}
+
+// requireAllFromA fails unless the load lost nothing, every response came
+// from A, and every status poll during the switch saw A active.
+func requireAllFromA(t *testing.T, res *loadResult, seen map[string]int) {
+	t.Helper()
+	requireNoFailure(t, res)
+	if len(res.Backends) != 1 || res.Backends["A"] == 0 {
+		t.Errorf("want every response from A, got %v", res.Backends)
+	}
+	if len(seen) != 1 || seen["A"] == 0 {
+		t.Errorf("want A active at every status poll during the switch, saw %v", seen)
 	}
 }
