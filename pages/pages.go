@@ -161,33 +161,28 @@ func newView(d Data) view {
 	return v
 }
 
-// defaultMessage is an honest sentence for status, shown when the operator gave none.
-func defaultMessage(status int) string {
-	switch status {
-	case http.StatusServiceUnavailable:
-		return "This site is briefly unavailable. It will be back shortly, and this page will take you there by itself."
-	case http.StatusBadGateway:
-		return "The application behind this site is not answering right now. This page will try again by itself."
-	case http.StatusGatewayTimeout:
-		return "The application behind this site took too long to answer. This page will try again by itself."
-	default:
-		return "The application behind this site ran into an error. This page will try again by itself."
-	}
+// kinds gives each status the page knows its JSON "error" code and the
+// honest sentence shown when the operator gave no message; any other status
+// is an upstream error.
+var kinds = map[int]struct{ code, message string }{
+	http.StatusServiceUnavailable: {"maintenance", "This site is briefly unavailable. It will be back shortly, and this page will take you there by itself."},
+	http.StatusBadGateway:         {"bad_gateway", "The application behind this site is not answering right now. This page will try again by itself."},
+	http.StatusGatewayTimeout:     {"gateway_timeout", "The application behind this site took too long to answer. This page will try again by itself."},
 }
 
-// errorCode is the "error" field of the JSON variant.
-func errorCode(status int) string {
-	switch status {
-	case http.StatusServiceUnavailable:
-		return "maintenance"
-	case http.StatusBadGateway:
-		return "bad_gateway"
-	case http.StatusGatewayTimeout:
-		return "gateway_timeout"
-	default:
-		return "upstream_error"
+// kindOf is status's entry of kinds.
+func kindOf(status int) (code, message string) {
+	if k, ok := kinds[status]; ok {
+		return k.code, k.message
 	}
+	return "upstream_error", "The application behind this site ran into an error. This page will try again by itself."
 }
+
+// defaultMessage is the sentence for status when the operator gave none.
+func defaultMessage(status int) string { _, m := kindOf(status); return m }
+
+// errorCode is the "error" field of the JSON variant.
+func errorCode(status int) string { c, _ := kindOf(status); return c }
 
 // writeText renders the plain-text variant.
 func writeText(buf *bytes.Buffer, v view) {
