@@ -539,9 +539,9 @@ func TestFrontServesARequestThatCameWhileTheLastWasServed(t *testing.T) {
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	<-arrived
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-	// The pause is the scenario: the poller sees the second request's bytes
-	// while the front waits for the upstream.
-	time.Sleep(100 * time.Millisecond)
+	// The scenario: the poller takes the second request's bytes while
+	// the front waits for the upstream.
+	testsock.AwaitPoll(t)
 	close(release)
 	readAnswers(t, c, "/slow", "/next")
 }
@@ -745,7 +745,8 @@ func TestFrontKeepsItsListenerWhenDescriptorsRunOut(t *testing.T) {
 	conns = nil
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
 	waitFor(t, "holds to end", func() bool { return h.sw.Held() == 0 })
-	time.Sleep(200 * time.Millisecond) // the scenario: the accept loop's backoff has room to retry
+	// The accept loop may still be in its backoff (at most 1 s): the
+	// connection waits in the listen backlog meanwhile.
 	c, err := net.DialTimeout("tcp", h.addrs.Proxy[0], time.Second)
 	if err != nil {
 		t.Fatalf("the proxy listener is gone after fds ran out: %v", err)

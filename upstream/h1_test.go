@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // send picks the pool's server and sends one request through the lean path.
@@ -430,9 +432,9 @@ func TestLeanPathChecksAConnectionHalfClosedJustBeforeTheWrite(t *testing.T) {
 		for quiet(c) { // until the FIN has reached this side
 			runtime.Gosched()
 		}
-		// Give the netpoller the time to take the FIN's readiness: that is
-		// what a peek made before the wait began would lose.
-		time.Sleep(2 * time.Millisecond)
+		// The poller takes the FIN's readiness: that is what a peek made
+		// before the wait began would lose.
+		testsock.AwaitPoll(t)
 	}
 	if resp, body := send(t, p, "POST", "/", "x"); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST: %d %q", resp.StatusCode, body)

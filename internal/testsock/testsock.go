@@ -1,7 +1,8 @@
 // Package testsock gives tests real sockets: a unix socket whose listen
 // backlog is full, as an app server's is when requests released all at once
 // overflow it; raw HTTP/1.1 exchanges byte for byte (Exchange); a free
-// loopback address. Only tests import it.
+// loopback address; and a wait for Go's network poller to have seen what
+// the kernel made readable (AwaitPoll). Only tests import it.
 package testsock
 
 import (
