@@ -10,8 +10,10 @@ import (
 	"time"
 )
 
-// specExample is the example config of SPEC.md section 5.
-const specExample = `listen  = ["127.0.0.1:8080"]
+// fullExample sets every section of the config, as an operator's file
+// would (docs/configuration.md lists each key; its example is shorter and
+// docs_test.go parses it).
+const fullExample = `listen  = ["127.0.0.1:8080"]
 control = "/run/turnout/control.sock"
 state   = "/var/lib/turnout/state.db"
 initial = "A"                 # or: active = "A" to let this file decide
@@ -64,8 +66,8 @@ servers = ["127.0.0.1:9001"]
 servers = ["127.0.0.1:9101"]
 `
 
-func TestParseSpecExample(t *testing.T) {
-	cfg, err := Parse([]byte(specExample), "turnout.toml")
+func TestParseFullExample(t *testing.T) {
+	cfg, err := Parse([]byte(fullExample), "turnout.toml")
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -315,7 +317,7 @@ func TestLoad(t *testing.T) {
 	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("Load of a missing file: %v, want an error naming %s", err, path)
 	}
-	if err := os.WriteFile(path, []byte(specExample), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(fullExample), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := Load(path)

@@ -44,7 +44,7 @@ func TestCrashOneServerUnderLoad(t *testing.T) {
 	tn := startTurnout(t, settings{A: []string{a1.Spec(), a2.Spec()}, Proxy: `hold_timeout = "10s"`})
 
 	// A non-idempotent POST already inside the killed process cannot be
-	// saved by anyone: SPEC.md 4.2 answers it 502, since turnout cannot know
+	// saved by anyone: it is answered 502, since turnout cannot know
 	// whether the app acted on it. So in this test the POSTs carry an
 	// Idempotency-Key, which makes them safe to retry on the other server.
 	wait := startLoad(t, loadSpec{URL: tn.URL + "/", Workers: 200, Rate: 300, Duration: 5 * time.Second,

@@ -407,7 +407,7 @@ func (fc *frontConn) awaitRequest() bool {
 // request here. What a short read does not tell is a client's end (FIN)
 // that came with its last bytes: a client that half-closes right after its
 // request gets its answer, but may see the connection end only at the idle
-// timeout (README: differences from SPEC.md).
+// timeout (docs/design-choices.md: a client that half-closes).
 //
 // It returns, ending RawConn.Read, when the connection ends (ended) or
 // when what is buffered must be served outside it (serve): a request whose

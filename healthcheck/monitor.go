@@ -1,7 +1,7 @@
 // Package healthcheck owns active health checks (http, tcp) and each upstream
-// server's probation/up/down/draining state machine (SPEC 4.3). It reports to
-// an Observer and never touches pools, traffic or other turnout packages
-// beyond config.
+// server's probation/up/down/draining state machine (docs/ARCHITECTURE.md:
+// health). It reports to an Observer and never touches pools, traffic or
+// other turnout packages beyond config.
 package healthcheck
 
 import (
@@ -256,8 +256,8 @@ func (m *Monitor) SetHealth(h config.Health) {
 
 // Probation puts the server in Probation with zero passes and fails. Results
 // of checks that started before this call are discarded, so only fresh checks
-// count (SPEC 4.4 step 3); the next check starts at once (after one in flight,
-// if any). It does nothing on a Draining server.
+// count towards a switch's ready rule; the next check starts at once (after
+// one in flight, if any). It does nothing on a Draining server.
 func (m *Monitor) Probation() {
 	m.reportMu.Lock()
 	defer m.reportMu.Unlock()

@@ -1,6 +1,6 @@
-// Package pages renders the maintenance page of SPEC.md section 4.5: the built-in
-// HTML page embedded in the binary, an operator's HTML template that overrides it,
-// and the JSON and plain-text variants chosen by the request's Accept header.
+// Package pages renders the maintenance page: the built-in HTML page
+// embedded in the binary, an operator's HTML template that overrides it, and
+// the JSON and plain-text variants chosen by the request's Accept header.
 // It only writes responses: deciding when a page is due belongs to the switcher.
 package pages
 

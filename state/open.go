@@ -30,8 +30,8 @@ var ErrDamaged = errors.New("state file damaged")
 // opposed to lock or I/O errors, which must never cause a file to be moved.
 var errCorrupt = errors.New("corrupt state file")
 
-// poolName is the syntax of pool names (SPEC.md 2), used to spot garbage in
-// the stored active pool.
+// poolName is the syntax of pool names, as config checks it, used to spot
+// garbage in the stored active pool.
 var poolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // Open opens the state file at path for reading and writing, creating it

@@ -1,7 +1,8 @@
-// Package state owns turnout's persistent state file (SPEC.md 4.7): the
-// active pool, the maintenance flag and the switch history, kept in one bbolt
-// file whose transactions all go through Store, and a one-line second record
-// of the active pool beside it for when that file is damaged. It knows
+// Package state owns turnout's persistent state file (docs/configuration.md:
+// the state file): the active pool, the maintenance flag and the switch
+// history, kept in one bbolt file whose transactions all go through Store,
+// and a one-line second record of the active pool beside it for when that
+// file is damaged. It knows
 // nothing of pools, the proxy or the config; callers decide what to store
 // and when.
 package state
@@ -21,7 +22,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Record is one switch in the history. JSON names are part of the contract (SPEC.md 4.8).
+// Record is one switch in the history. JSON names are part of the contract
+// (docs/control-api.md: history).
 type Record struct {
 	ID          uint64          `json:"id"`
 	From        string          `json:"from"`

@@ -235,7 +235,7 @@ func TestFieldKindAgreesWithHopByHop(t *testing.T) {
 }
 
 // A GET that the server reads and then dies on (no answer) is retried once
-// on another server (SPEC 4.2), not again on the same one.
+// on another server, not again on the same one.
 func TestACrashingGETGoesToOneOtherServerOnly(t *testing.T) {
 	var seen atomic.Int64
 	crash := func(c net.Conn) {
@@ -262,7 +262,7 @@ func TestACrashingGETGoesToOneOtherServerOnly(t *testing.T) {
 		t.Fatalf("a GET both servers crash on: %+v, want a 502", got)
 	}
 	if n := seen.Load(); n != 2 {
-		t.Fatalf("the app got the crashing GET %d times; SPEC 4.2: retried once on another server", n)
+		t.Fatalf("the app got the crashing GET %d times, want 2: a GET is retried once, on another server", n)
 	}
 }
 
@@ -347,7 +347,8 @@ func TestALargeGETDroppedByARestartingServerIsHeld(t *testing.T) {
 
 // The only server is killed while it works on a GET: the server takes no
 // new connection, so it is down, and the GET is held and served after the
-// restart (SPEC 4.2), not answered 502.
+// restart, not answered 502: a server that takes no new connection never
+// saw the retry.
 func TestAGETInFlightWhenTheOnlyServerIsKilledIsHeld(t *testing.T) {
 	addr := restartingServer(t, func(c net.Conn, line string, br *bufio.Reader, ln net.Listener) {
 		http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)))

@@ -12,8 +12,8 @@ import (
 	"github.com/turnout/turnout/pool"
 )
 
-// Reload reads the config file again and applies the difference (SPEC.md
-// 4.6). A file that fails to parse or validate is not applied: the running
+// Reload reads the config file again and applies the difference
+// (docs/configuration.md: reloads). A file that fails to parse or validate is not applied: the running
 // config stays and the error is kept for status. A file whose content did not
 // change is skipped. source ("SIGHUP", "file", "api") is logged.
 func (s *Switcher) Reload(source string) error {

@@ -27,7 +27,8 @@ var (
 	ErrAborted = errors.New("switch aborted")
 )
 
-// SwitchRequest asks for traffic to move to another pool (SPEC.md 4.4).
+// SwitchRequest asks for traffic to move to another pool
+// (docs/ARCHITECTURE.md: the switch protocol).
 type SwitchRequest struct {
 	To           string
 	Timeout      time.Duration // 0: the config's switch.timeout

@@ -185,7 +185,7 @@ var (
 //     the server is closing.
 //   - errStale: anything else: the server may have read the request and
 //     died processing it, so only an idempotent request may go again
-//     (SPEC.md 4.2).
+//     (see Idempotent).
 var (
 	errUnread = errors.New("connection closed by the server before it read the request")
 	// errDropped is errUnread told by its timing alone (a close at once),
@@ -333,7 +333,7 @@ func (t *Client) Exchange(req *http.Request, msg []byte, reply *Reply) error {
 			// marks it so, and deliver holds the request until it is back,
 			// as for any request it never saw. One that takes it is up:
 			// the request is not sent to it again, and deliver may try
-			// another server, once (SPEC.md 4.2).
+			// another server, once.
 			nc, derr := t.dialApart(req.Context())
 			if derr != nil {
 				return derr
@@ -350,7 +350,8 @@ const maxAttempts = 4
 
 // Idempotent reports whether r may be sent again after a failure that the
 // server may have seen: GET, HEAD, OPTIONS and TRACE, or a request with an
-// Idempotency-Key header (SPEC.md 4.2).
+// Idempotency-Key header. Such a request goes to one other server once
+// after a failure the server may have seen; any other gets the 502 page.
 func Idempotent(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:

@@ -525,7 +525,7 @@ func TestLeanPathSendsNoCancelledRequest(t *testing.T) {
 // while shutting down) dropped it unread, so even a POST goes again; one
 // that closes well after reading it may have acted on it, and may have
 // crashed on it: the request fails here, GET or POST, and the switcher
-// decides whether another server gets it (SPEC.md 4.2).
+// decides whether another server gets it (only an idempotent one may).
 func TestLeanPathDropsAndCrashes(t *testing.T) {
 	for _, tc := range []struct {
 		name       string

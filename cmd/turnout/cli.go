@@ -10,7 +10,7 @@ import (
 	"github.com/turnout/turnout/config"
 )
 
-// CLI is turnout's command line (SPEC.md section 3).
+// CLI is turnout's command line (README.md: commands).
 type CLI struct {
 	Config    string           `help:"Config file." env:"TURNOUT_CONFIG" default:"/etc/turnout/turnout.toml" placeholder:"PATH"`
 	Control   string           `help:"Control socket of the daemon (default: the config's control value, else /run/turnout/control.sock)." env:"TURNOUT_CONTROL" placeholder:"ADDR"`

@@ -13,7 +13,8 @@ import (
 	"github.com/turnout/turnout/state"
 )
 
-// HistoryCmd shows the persisted switch history (SPEC.md 4.7).
+// HistoryCmd shows the persisted switch history; --json prints the records
+// as docs/control-api.md describes them.
 type HistoryCmd struct {
 	Limit int    `help:"How many records, newest first (0: all)." default:"20"`
 	JSON  bool   `help:"Print a JSON list."`

@@ -17,7 +17,8 @@ var (
 	revision = "unknown"
 )
 
-// Exit codes, for scripts (SPEC.md section 3).
+// Exit codes, for scripts (README.md: commands; docs/control-api.md maps
+// the API's error codes to them).
 const (
 	exitOK          = 0
 	exitFailed      = 1 // the switch failed; the old pool keeps traffic

@@ -6,8 +6,8 @@ import (
 	"net/http"
 )
 
-// MaintenanceCmd turns the maintenance page on or off for every request
-// (SPEC.md 4.5); the daemon persists the mode across restarts.
+// MaintenanceCmd turns the maintenance page on or off for every request;
+// the daemon persists the mode across restarts.
 type MaintenanceCmd struct {
 	On  MaintenanceOnCmd  `cmd:"" help:"Serve the maintenance page to every request."`
 	Off MaintenanceOffCmd `cmd:"" help:"Stop serving the maintenance page; traffic goes to the active pool again."`

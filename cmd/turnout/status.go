@@ -12,7 +12,8 @@ import (
 	"github.com/turnout/turnout/api"
 )
 
-// StatusCmd shows what the daemon is doing (SPEC.md 3 and 4.8).
+// StatusCmd shows what the daemon is doing; --json prints GET /v1/status as
+// docs/control-api.md describes it.
 type StatusCmd struct {
 	JSON bool `help:"Print the raw JSON of GET /v1/status."`
 }

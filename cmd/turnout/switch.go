@@ -18,7 +18,8 @@ import (
 	"github.com/turnout/turnout/state"
 )
 
-// SwitchCmd moves traffic to a pool with the protocol of SPEC.md 4.4.
+// SwitchCmd moves traffic to a pool with the switch protocol
+// (docs/ARCHITECTURE.md: the switch protocol).
 type SwitchCmd struct {
 	Pool         string        `arg:"" help:"Pool to switch traffic to (case-insensitive)."`
 	Timeout      time.Duration `help:"How long the pool may take to become ready (default: the config's switch.timeout, 60s)." placeholder:"60s"`
