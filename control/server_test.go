@@ -503,12 +503,7 @@ func TestControlSocketRefusesLiveDaemon(t *testing.T) {
 }
 
 func TestControlSocketReplacesStale(t *testing.T) {
-	dir, err := os.MkdirTemp("", "tc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "c.sock")
+	path := filepath.Join(testsock.ShortDir(t), "c.sock")
 	stale, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
