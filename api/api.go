@@ -165,3 +165,17 @@ type PauseBody struct {
 	Max     string `json:"max"`
 	Message string `json:"message"`
 }
+
+// ResumeResult is the answer to POST /v1/resume.
+type ResumeResult struct {
+	// Resumed is false when there was no pause to end.
+	Resumed bool `json:"resumed"`
+	// Held is how many requests the pause held when it ended.
+	Held int64 `json:"held_requests"`
+}
+
+// ReloadResult is the answer to POST /v1/reload that applied the file.
+type ReloadResult struct {
+	Reloaded bool         `json:"reloaded"`
+	Config   ConfigStatus `json:"config"`
+}

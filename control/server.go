@@ -374,7 +374,7 @@ func (s *Server) serveResume(w http.ResponseWriter, r *http.Request, actor strin
 	held := s.sw.Held()
 	// Idempotent: a script may resume whatever happened.
 	resumed := s.sw.Resume(actor)
-	writeJSON(w, http.StatusOK, map[string]any{"resumed": resumed, "held_requests": held})
+	writeJSON(w, http.StatusOK, api.ResumeResult{Resumed: resumed, Held: held})
 	return nil
 }
 
@@ -384,7 +384,7 @@ func (s *Server) serveReload(w http.ResponseWriter, r *http.Request, actor strin
 		return &apiError{http.StatusUnprocessableEntity, api.CodeInvalidConfig,
 			fmt.Sprintf("config not applied, the running config stays: %v", err)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "config": s.sw.Status().Config})
+	writeJSON(w, http.StatusOK, api.ReloadResult{Reloaded: true, Config: s.sw.Status().Config})
 	return nil
 }
 

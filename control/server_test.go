@@ -62,11 +62,7 @@ func ctlStart(t *testing.T, controlListen string) *ctlDaemon {
 // top-level config lines.
 func ctlStartWith(t *testing.T, controlListen string, o Options, more ...string) *ctlDaemon {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tc") // short: unix socket paths max 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testsock.ShortDir(t)
 	d := &ctlDaemon{bDown: new(atomic.Bool)}
 	a := ctlBackend(t, "A", nil)
 	d.bAddrs = []string{ctlBackend(t, "B", d.bDown), ctlBackend(t, "B", d.bDown)}
@@ -507,12 +503,7 @@ func TestControlSocketRefusesLiveDaemon(t *testing.T) {
 }
 
 func TestControlSocketReplacesStale(t *testing.T) {
-	dir, err := os.MkdirTemp("", "tc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "c.sock")
+	path := filepath.Join(testsock.ShortDir(t), "c.sock")
 	stale, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)

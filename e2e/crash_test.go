@@ -8,11 +8,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/state"
 )
 
 // newestSwitch is the pool the newest switched (or forced) record of recs
 // names, or initial when there is none.
-func newestSwitch(recs []apiRecord, initial string) string {
+func newestSwitch(recs []state.Record, initial string) string {
 	for _, r := range recs { // newest first
 		if r.Result == "switched" || r.Result == "forced" {
 			return r.To

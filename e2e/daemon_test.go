@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,13 +18,17 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/turnout/turnout/api"
+	"github.com/turnout/turnout/control"
+	"github.com/turnout/turnout/state"
 )
 
 // This file holds the harness pieces the switch, crash, config and deploy
 // tests need beyond harness_test.go: a config they write whole (so they can
 // set `active`, control_listen, pool health, drain_timeout), a daemon they
 // can kill and restart on the same state file, the CLI as a process, and
-// the control API read directly for polling.
+// the control API read through control.Client for polling.
 
 // cfgSpec is a whole turnout config as these tests write it.
 type cfgSpec struct {
@@ -221,34 +224,11 @@ func runCLI(t *testing.T, env []string, args ...string) cliRun {
 	return <-done
 }
 
-// apiServer is a server as GET /v1/status shows it.
-type apiServer struct {
-	Address   string `json:"address"`
-	State     string `json:"state"`
-	Passes    int    `json:"passes"`
-	LastError string `json:"last_error"`
-	InFlight  int64  `json:"in_flight"`
-}
-
-// apiStatus is the part of GET /v1/status these tests read.
-type apiStatus struct {
-	Active    string `json:"active"`
-	Switching *struct {
-		To string `json:"to"`
-	} `json:"switching"`
-	Pools []struct {
-		Name    string      `json:"name"`
-		Servers []apiServer `json:"servers"`
-	} `json:"pools"`
-	Config struct {
-		Path      string `json:"path"`
-		Hash      string `json:"hash"`
-		LastError string `json:"last_error"`
-	} `json:"config"`
-}
+// apiStatus is GET /v1/status, with its pools by name.
+type apiStatus struct{ api.Status }
 
 // pool returns the servers of the pool named name.
-func (s apiStatus) pool(name string) []apiServer {
+func (s apiStatus) pool(name string) []api.ServerStatus {
 	for _, p := range s.Pools {
 		if p.Name == name {
 			return p.Servers
@@ -257,69 +237,32 @@ func (s apiStatus) pool(name string) []apiServer {
 	return nil
 }
 
-// apiRecord is a history record as `history --json` and GET /v1/history
-// show it.
-type apiRecord struct {
-	ID      uint64 `json:"id"`
-	From    string `json:"from"`
-	To      string `json:"to"`
-	Result  string `json:"result"`
-	Reason  string `json:"reason"`
-	Actor   string `json:"actor"`
-	WarmMS  int64  `json:"warm_ms"`
-	Servers []struct {
-		Address   string `json:"address"`
-		State     string `json:"state"`
-		Passes    int    `json:"passes"`
-		LastError string `json:"last_error"`
-	} `json:"servers"`
-}
-
-// unixClient talks HTTP over the unix socket at path.
-func unixClient(path string) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true, // a client per poll: leave no idle connection behind
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", path)
-		},
-	}}
-}
-
-// fetchStatus reads GET /v1/status from the daemon's control socket.
-func fetchStatus(t *testing.T, control string) apiStatus {
+// fetchStatus reads GET /v1/status from the daemon's control socket sock.
+func fetchStatus(t *testing.T, sock string) apiStatus {
 	t.Helper()
-	var st apiStatus
-	if err := getControlJSON(unixClient(control), "http://turnout/v1/status", &st); err != nil {
-		t.Fatalf("status from %s: %v", control, err)
-	}
-	return st
-}
-
-func getControlJSON(c *http.Client, url string, out any) error {
-	resp, err := c.Get(url)
+	c, err := control.NewClient(sock, "")
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+	defer cancel()
+	st, err := c.Status(ctx)
 	if err != nil {
-		return err
+		t.Fatalf("status from %s: %v", sock, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", resp.Status, data)
-	}
-	return json.Unmarshal(data, out)
+	return apiStatus{st}
 }
 
 // historyJSON runs `turnout history --json --limit 0` with args (a
 // --control or --state) and decodes it, newest first.
-func historyJSON(t *testing.T, args ...string) []apiRecord {
+func historyJSON(t *testing.T, args ...string) []state.Record {
 	t.Helper()
 	r := runCLI(t, nil, append([]string{"history", "--json", "--limit", "0"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("history: %s", r)
 	}
-	var recs []apiRecord
+	var recs []state.Record
 	if err := json.Unmarshal([]byte(r.stdout), &recs); err != nil {
 		t.Fatalf("history --json is not a JSON list (%v):\n%s", err, r.stdout)
 	}
@@ -370,31 +313,34 @@ func waitPoolUp(t *testing.T, control, pool string) {
 
 // activeWatch polls the daemon's active pool every 20 ms in the background;
 // stop returns every value seen.
-func activeWatch(t *testing.T, control string) (stop func() map[string]int) {
+func activeWatch(t *testing.T, sock string) (stop func() map[string]int) {
 	t.Helper()
-	quit := make(chan struct{})
+	c, err := control.NewClient(sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, quit := context.WithCancel(context.Background())
 	seen := map[string]int{}
 	var done sync.WaitGroup
 	done.Add(1)
 	go func() {
 		defer done.Done()
-		c := unixClient(control)
+		defer c.Close()
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			var st apiStatus
-			if err := getControlJSON(c, "http://turnout/v1/status", &st); err == nil {
+			if st, err := c.Status(ctx); err == nil {
 				seen[st.Active]++
 			}
 			select {
-			case <-quit:
+			case <-ctx.Done():
 				return
 			case <-tick.C:
 			}
 		}
 	}()
 	return func() map[string]int {
-		close(quit)
+		quit()
 		done.Wait()
 		return seen
 	}

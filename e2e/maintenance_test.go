@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -115,37 +114,10 @@ func TestNothingLive(t *testing.T) {
 // waitHeld waits until turnout's status shows n held requests.
 func waitHeld(t *testing.T, tn *turnout, n int64) {
 	t.Helper()
-	client := &http.Client{Timeout: eventTimeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", tn.Control)
-		},
-	}}
-	defer client.CloseIdleConnections()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(eventTimeout)
-	var st struct {
-		Held int64 `json:"held_requests"`
-	}
-	for {
-		resp, err := client.Get("http://turnout/v1/status")
-		if err != nil {
-			t.Fatalf("status from %s: %v", tn.Control, err)
-		}
-		err = json.NewDecoder(resp.Body).Decode(&st)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("status from %s: %v", tn.Control, err)
-		}
-		if st.Held == n {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("turnout held %d requests, not %d, for %s", st.Held, n, eventTimeout)
-		}
-	}
+	pollUntil(t, fmt.Sprintf("%d held requests", n), func() (bool, string) {
+		held := fetchStatus(t, tn.Control).Held
+		return held == n, fmt.Sprintf("%d held", held)
+	})
 }
 
 // TestAppErrors: the app's own 500 passes untouched, unless

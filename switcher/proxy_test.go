@@ -94,11 +94,7 @@ type harness struct {
 func startSwitcher(t testing.TB, base string, poolA, poolB []string, logs ...*syncBuffer) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	sock, err := os.MkdirTemp("", "ts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
+	sock := testsock.ShortDir(t)
 	text := fmt.Sprintf(`listen = ["127.0.0.1:0"]
 control = %q
 state = %q

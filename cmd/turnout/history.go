@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -37,8 +36,14 @@ func (c *HistoryCmd) Run(cli *CLI) error {
 		if recs, err = store.History(c.Limit); err != nil {
 			return err
 		}
-	} else if err := cli.client().getJSON(context.Background(), "/v1/history?limit="+strconv.Itoa(c.Limit), &recs); err != nil {
-		return err
+	} else {
+		client, err := cli.client()
+		if err != nil {
+			return err
+		}
+		if recs, err = client.History(context.Background(), c.Limit); err != nil {
+			return err
+		}
 	}
 	if c.JSON {
 		if recs == nil {

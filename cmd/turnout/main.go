@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -96,12 +95,9 @@ func parse(parser *kong.Kong, cli *CLI, args []string) (code int) {
 		return exitUsage
 	}
 	if err := ctx.Run(cli); err != nil {
-		fmt.Fprintln(os.Stderr, "turnout:", err)
-		var ee *exitError
-		if errors.As(err, &ee) {
-			return ee.code
-		}
-		return exitFailed
+		ee := asExit(err)
+		fmt.Fprintln(os.Stderr, "turnout:", ee)
+		return ee.code
 	}
 	return exitOK
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 )
 
 // MaintenanceCmd turns the maintenance page on or off for every request;
@@ -40,10 +39,9 @@ func (c *MaintenanceOffCmd) Run(cli *CLI) error {
 }
 
 func setMaintenance(cli *CLI, on bool, message string) error {
-	resp, err := cli.client().do(context.Background(), http.MethodPost, "/v1/maintenance", map[string]any{"on": on, "message": message}, "")
+	client, err := cli.client()
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	return nil
+	return client.Maintenance(context.Background(), on, message)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -20,12 +18,13 @@ func (c *PauseCmd) Run(cli *CLI) error {
 	if c.Max <= 0 || c.Max > 10*time.Minute {
 		return exitWith(exitUsage, "--max %s is out of range: give a duration from 1ms to 10m, such as 30s", c.Max)
 	}
-	resp, err := cli.client().do(context.Background(), http.MethodPost, "/v1/pause",
-		map[string]any{"max": c.Max.String(), "message": c.Message}, "")
+	client, err := cli.client()
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	if err := client.Pause(context.Background(), c.Max, c.Message); err != nil {
+		return err
+	}
 	fmt.Printf("paused: every request is held until `turnout resume` (past %s they get the maintenance page)\n", c.Max)
 	return nil
 }
@@ -35,17 +34,13 @@ type ResumeCmd struct{}
 
 // Run ends a pause; the held requests go out at the pace the app takes them.
 func (c *ResumeCmd) Run(cli *CLI) error {
-	resp, err := cli.client().do(context.Background(), http.MethodPost, "/v1/resume", map[string]any{}, "")
+	client, err := cli.client()
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	var answer struct {
-		Resumed bool  `json:"resumed"`
-		Held    int64 `json:"held_requests"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		return fmt.Errorf("read the daemon's answer: %w", err)
+	answer, err := client.Resume(context.Background())
+	if err != nil {
+		return err
 	}
 	if !answer.Resumed {
 		fmt.Println("not paused: nothing to resume")

@@ -20,12 +20,20 @@ type StatusCmd struct {
 
 // Run prints the daemon's status.
 func (c *StatusCmd) Run(cli *CLI) error {
-	client := cli.client()
-	if c.JSON {
-		return client.getRaw(context.Background(), "/v1/status", os.Stdout)
+	client, err := cli.client()
+	if err != nil {
+		return err
 	}
-	var st api.Status
-	if err := client.getJSON(context.Background(), "/v1/status", &st); err != nil {
+	if c.JSON {
+		data, err := client.StatusJSON(context.Background())
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(data)
+		return err
+	}
+	st, err := client.Status(context.Background())
+	if err != nil {
 		return err
 	}
 	printStatus(os.Stdout, st)

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/api"
+	"github.com/turnout/turnout/control"
 	"github.com/turnout/turnout/state"
 )
 
@@ -29,38 +27,24 @@ type SwitchCmd struct {
 	NoWait       bool          `help:"Return once the daemon has accepted the switch."`
 }
 
-// switchLine is one line of the daemon's NDJSON stream: an event, or the
-// final result (Type "result").
-type switchLine struct {
-	api.Event
-	Result string        `json:"result"`
-	Record *state.Record `json:"record"`
-	Error  string        `json:"error"`
-}
-
 // Run asks the daemon to switch and reports progress and the verdict.
 func (c *SwitchCmd) Run(cli *CLI) error {
-	body := map[string]any{
-		"to": c.Pool, "reason": c.Reason, "expect_active": c.ExpectActive,
-		"force": c.Force, "no_wait": c.NoWait,
-	}
+	body := api.SwitchBody{To: c.Pool, Reason: c.Reason, ExpectActive: c.ExpectActive, Force: c.Force, NoWait: c.NoWait}
 	if c.Timeout > 0 {
-		body["timeout"] = c.Timeout.String()
+		body.Timeout = c.Timeout.String()
+	}
+	client, err := cli.client()
+	if err != nil {
+		return err
 	}
 	// Ctrl-C closes the connection, which aborts a switch still warming.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	client := cli.client()
-	resp, err := client.do(ctx, http.MethodPost, "/v1/switch", body, "application/x-ndjson")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 
 	if c.NoWait {
-		var res api.SwitchResult
-		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-			return fmt.Errorf("read the answer of %s: %w", client.addr, err)
+		res, err := client.Switch(ctx, body, nil)
+		if err != nil {
+			return err
 		}
 		if res.Result == "already_active" {
 			fmt.Printf("%s is already active\n", c.Pool)
@@ -74,42 +58,33 @@ func (c *SwitchCmd) Run(cli *CLI) error {
 	if isTerminal(os.Stdout) {
 		view = &liveView{w: os.Stdout}
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	var lost lostSwitch
-	for sc.Scan() {
-		var l switchLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return fmt.Errorf("the daemon at %s sent a line that is not JSON (%v): is it the same turnout version?", client.addr, err)
-		}
-		if l.Type == "result" {
-			return verdict(os.Stdout, c.Pool, l)
-		}
+	res, err := client.Switch(ctx, body, func(e api.Event) {
 		switch {
-		case l.Type == "accepted":
-			lost.accepted = l.Event
-		case l.ID != 0:
-			lost.id = l.ID
+		case e.Type == "accepted":
+			lost.accepted = e
+		case e.ID != 0:
+			lost.id = e.ID
 		}
-		view.event(l.Event)
-	}
-	if ctx.Err() != nil {
+		view.event(e)
+	})
+	var le *control.LostError
+	switch {
+	case err == nil:
+		return verdict(os.Stdout, c.Pool, res)
+	case !errors.As(err, &le):
+		return err
+	case ctx.Err() != nil:
 		return exitWith(exitFailed, "interrupted: the daemon aborts the switch if it was still warming; check `turnout status`")
-	}
-	err = sc.Err()
-	if err == nil {
-		err = io.ErrUnexpectedEOF
-	}
-	if lost.accepted.Type == "" {
+	case lost.accepted.Type == "":
 		// Nothing is persisted before the accepted line is sent.
-		return exitWith(exitFailed, "the daemon at %s ended the stream before it accepted the switch (%v): nothing was switched; check `turnout status`", client.addr, err)
+		return exitWith(exitFailed, "the daemon at %s ended the stream before it accepted the switch (%v): nothing was switched; check `turnout status`", le.Addr, le.Err)
 	}
 	reconnect := c.Timeout
 	if reconnect <= 0 {
 		reconnect = defaultReconnect
 	}
-	fmt.Fprintf(os.Stderr, "lost the daemon at %s during the switch (%v); reconnecting for up to %s to read the outcome from the history\n",
-		client.addr, unwrapURLError(err), reconnect)
+	fmt.Fprintf(os.Stderr, "%v; reconnecting for up to %s to read the outcome from the history\n", le, reconnect)
 	return lost.outcome(ctx, client, time.Now().Add(reconnect))
 }
 
@@ -130,7 +105,7 @@ type lostSwitch struct {
 // outcome reconnects until deadline and reads the switch's outcome: its
 // history record when there is one; none while the daemon no longer runs it
 // means the daemon stopped before persisting, so the old pool kept traffic.
-func (l lostSwitch) outcome(ctx context.Context, client *controlClient, deadline time.Time) error {
+func (l lostSwitch) outcome(ctx context.Context, client *control.Client, deadline time.Time) error {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -141,8 +116,9 @@ func (l lostSwitch) outcome(ctx context.Context, client *controlClient, deadline
 		}
 		last = err
 		if time.Now().After(deadline) {
+			// asExit(last) says what to do when the daemon is still unreachable.
 			return exitWith(exitUnreachable, "the outcome of the switch to %s is unknown: the daemon at %s did not answer again in time (%v); "+
-				"check `turnout status` and `turnout history` before you stop any pool", l.accepted.To, client.addr, unwrapURLError(last))
+				"check `turnout status` and `turnout history` before you stop any pool", l.accepted.To, client.Addr(), asExit(last))
 		}
 		select {
 		case <-ctx.Done():
@@ -158,19 +134,19 @@ var errStillRunning = errors.New("the switch is still running")
 // lookup asks the daemon once. Once the outcome is known it prints it and
 // returns known with the verdict's error (nil: the new pool took traffic);
 // otherwise err says why to try again.
-func (l lostSwitch) lookup(ctx context.Context, client *controlClient) (known bool, err error) {
+func (l lostSwitch) lookup(ctx context.Context, client *control.Client) (known bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// Status first: a switch no longer running has its record written.
-	var st api.Status
-	if err := client.getJSON(ctx, "/v1/status", &st); err != nil {
+	st, err := client.Status(ctx)
+	if err != nil {
 		return false, err
 	}
 	if sw := st.Switching; l.id == 0 && sw != nil && sw.RequestedAt.Equal(l.accepted.Time) {
 		return false, errStillRunning
 	}
-	var recs []state.Record
-	if err := client.getJSON(ctx, "/v1/history?limit=100", &recs); err != nil {
+	recs, err := client.History(ctx, 100)
+	if err != nil {
 		return false, err
 	}
 	for _, r := range recs {
@@ -203,7 +179,7 @@ func historyVerdict(w io.Writer, rec state.Record) error {
 }
 
 // verdict prints the final line and returns the error for the exit code.
-func verdict(w io.Writer, pool string, l switchLine) error {
+func verdict(w io.Writer, pool string, l api.SwitchResult) error {
 	rec := l.Record
 	switch {
 	case l.Result == "already_active":

@@ -1,8 +1,9 @@
 // Package testsock gives tests real sockets: a unix socket whose listen
 // backlog is full, as an app server's is when requests released all at once
 // overflow it; raw HTTP/1.1 exchanges byte for byte (Exchange); a free
-// loopback address; and a wait for Go's network poller to have seen what
-// the kernel made readable (AwaitPoll). Only tests import it.
+// loopback address; a directory short enough for unix sockets; and a wait
+// for Go's network poller to have seen what the kernel made readable
+// (AwaitPoll). Only tests import it.
 package testsock
 
 import (
@@ -60,4 +61,17 @@ func FullBacklog(t testing.TB) (path string, accept func()) {
 	}
 	t.Fatal("a unix socket with a backlog of 1 took 16 connections")
 	return "", nil
+}
+
+// ShortDir returns a new temporary directory with a short path, removed at
+// the end of the test: a unix socket's path is at most 108 bytes, which
+// one in t.TempDir() may exceed.
+func ShortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
