@@ -7,8 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
-	"net/http/httputil"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/internal/deadline"
+	"github.com/turnout/turnout/upstream"
 )
 
 // maxBody is how much of a response body the http check reads; a longer body
@@ -96,6 +98,8 @@ func (c *tcpChecker) Check(ctx context.Context) error {
 // a check is one write of the pre-encoded request and one read of the
 // answer under a single deadline, with no goroutine, timer or allocation of
 // its own in the common case, which keeps a thousand checks a second cheap.
+// The answer's head is read as the proxy reads the app's: by
+// upstream.ReadResponse.
 type httpChecker struct {
 	network, address string
 	request          []byte // the whole GET request, encoded once
@@ -109,8 +113,12 @@ type httpChecker struct {
 	// Check and release, which never overlap, own these.
 	watched   context.Context // the context abort is registered on
 	stopWatch func() bool     // unregisters abort from watched
+	src       headLimit       // what br reads: the connection
 	br        *bufio.Reader
-	buf       []byte // the last body read, reused
+	get       *http.Request // what ReadResponse is told the answer answers
+	reply     upstream.Reply
+	known     io.LimitedReader // a body of known length, in br
+	buf       []byte           // the last body read, reused
 
 	// mu guards conn against abort, which runs on another goroutine; only
 	// Check and release set it.
@@ -151,6 +159,7 @@ func newHTTPChecker(s config.Server, h config.Health, network, address string, t
 		body:    []byte(h.ExpectBody),
 		timeout: timeout,
 		aborted: make(chan struct{}, 1),
+		get:     &http.Request{Method: http.MethodGet},
 	}
 	c.abortFn = c.abort
 	return c
@@ -249,10 +258,11 @@ func (c *httpChecker) exchange(ctx context.Context, conn *net.Conn, deadline tim
 			if ctx.Err() != nil {
 				return false, ctx.Err()
 			}
+			c.src.Conn = nc
 			if c.br == nil {
-				c.br = bufio.NewReader(nc)
+				c.br = bufio.NewReader(&c.src)
 			} else {
-				c.br.Reset(nc)
+				c.br.Reset(&c.src)
 			}
 		}
 		keep, stale, err := c.roundTrip(ctx, *conn, deadline)
@@ -277,32 +287,35 @@ func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, until time.T
 	if _, err := conn.Write(c.request); err != nil {
 		return false, !deadline.IsTimeout(err), describe(ctx, c.timeout, err)
 	}
+	c.src.left = upstream.MaxResponseHead // for the heads, as the proxy allows an app
 	if _, err := c.br.Peek(1); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = errClosed
 		}
 		return false, !deadline.IsTimeout(err), describe(ctx, c.timeout, err)
 	}
-	head, err := readHead(c.br)
+	bodyLen, err := c.readHead()
 	if err != nil {
 		return false, false, describe(ctx, c.timeout, err)
 	}
-	keep = !head.close && head.length >= 0 && head.length <= maxBody
-	statusOK := c.expect.Contains(head.status)
+	c.src.left = math.MaxInt64 // the body is bounded by maxBody
+	resp := c.reply.Response
+	status, length := resp.StatusCode, resp.ContentLength // -1: chunked, or ending at close
+	keep = !resp.Close && status != http.StatusSwitchingProtocols && length >= 0 && length <= maxBody
+	statusOK := c.expect.Contains(status)
 	if statusOK && len(c.body) > 0 {
-		var body io.Reader = c.br // no length: the body ends at close
-		if head.chunked {
-			body = httputil.NewChunkedReader(c.br)
-		} else if head.length >= 0 {
-			body = io.LimitReader(c.br, head.length)
+		var body io.Reader = resp.Body // http.ReadResponse's: chunked, or to the close
+		if body == nil {
+			c.known = io.LimitedReader{R: c.br, N: bodyLen}
+			body = &c.known
 		}
 		c.buf, err = readUpTo(body, c.buf[:0], maxBody)
 		if err != nil {
 			return false, false, fmt.Errorf("read body: %w", describe(ctx, c.timeout, err))
 		}
-		keep = keep && int64(len(c.buf)) == head.length
+		keep = keep && int64(len(c.buf)) == length
 	} else if keep {
-		if _, err := c.br.Discard(int(head.length)); err != nil {
+		if _, err := c.br.Discard(int(length)); err != nil {
 			keep = false
 		}
 	}
@@ -311,18 +324,50 @@ func (c *httpChecker) roundTrip(ctx context.Context, conn net.Conn, until time.T
 		keep = false
 	}
 	if !statusOK {
-		if head.status == 400 {
+		if status == 400 {
 			// Django (ALLOWED_HOSTS), Rails (config.hosts) and others answer
 			// 400 to a Host they do not serve.
 			return keep, false, fmt.Errorf("status 400, want %s: the app may reject the check's Host %q; set [health] host to a name it serves (Django: ALLOWED_HOSTS)",
 				formatRanges(c.expect), c.host)
 		}
-		return keep, false, fmt.Errorf("status %d, want %s", head.status, formatRanges(c.expect))
+		return keep, false, fmt.Errorf("status %d, want %s", status, formatRanges(c.expect))
 	}
 	if len(c.body) > 0 && !bytes.Contains(c.buf, c.body) {
 		return keep, false, fmt.Errorf("body lacks %q", c.body)
 	}
 	return keep, false, nil
+}
+
+// readHead reads the answer's head into c.reply with the proxy's parser,
+// skipping 1xx interim responses (but not 101), and returns the length of
+// the body that follows in c.br, or -1 for a body read through
+// c.reply.Response.Body.
+func (c *httpChecker) readHead() (bodyLen int64, err error) {
+	for {
+		bodyLen, err = upstream.ReadResponse(c.br, c.get, &c.reply)
+		if err != nil {
+			return 0, err
+		}
+		if code := c.reply.Response.StatusCode; code >= 200 || code == http.StatusSwitchingProtocols {
+			return bodyLen, nil
+		}
+	}
+}
+
+// headLimit is the connection as the checker's buffered reader reads it:
+// with at most left bytes to go (upstream.ErrHeadTooLarge past them).
+type headLimit struct {
+	net.Conn
+	left int64
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, upstream.ErrHeadTooLarge
+	}
+	n, err := l.Conn.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // readUpTo appends r to buf until EOF or until buf holds n bytes.

@@ -313,6 +313,17 @@ func TestHTTPCheckConnectionReuse(t *testing.T) {
 		{name: "expected body missing", answer: ok, expBody: "ready", wantConns: 1, want: `body lacks "ready"`},
 		{name: "expected body ends at close", answer: "HTTP/1.1 200 OK\r\n\r\nok", closeAfter: true, expBody: "ok", wantConns: checks},
 		{name: "fresh connection closed unanswered fails", answer: "", wantConns: checks, want: "connection closed by the server without an answer"},
+		{name: "close among other connection options", answer: "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok", wantConns: checks},
+		{name: "http/1.0 keep-alive kept alive", answer: "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", wantConns: 1},
+		{name: "304 has no body", answer: "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", wantConns: 1},
+		{name: "bare LF line ends, no reason", answer: "HTTP/1.1 204\nDate: x\n\n", wantConns: 1},
+		{name: "framed twice closes", answer: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", expBody: "ok", wantConns: checks},
+		{name: "101 fails and closes", answer: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", wantConns: checks, want: "status 101, want 200-399"},
+		{name: "header line longer than the buffer", answer: "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("x", 5000) + "\r\nContent-Length: 2\r\n\r\nok", wantConns: 1},
+		{name: "head over 1 MiB fails", answer: "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("x", 1<<20) + "\r\nContent-Length: 2\r\n\r\nok", wantConns: checks, want: "response head larger than 1 MiB"},
+		{name: "bad status line fails", answer: "HTTP/2 200 OK\r\n\r\n", wantConns: checks, want: `malformed HTTP version "HTTP/2"`},
+		{name: "unknown transfer encoding fails", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", wantConns: checks, want: `unsupported transfer encoding: "gzip"`},
+		{name: "cut head fails", answer: "HTTP/1.1 200 OK\r\nContent-", closeAfter: true, wantConns: checks, want: "unexpected EOF"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

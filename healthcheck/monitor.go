@@ -1,7 +1,8 @@
 // Package healthcheck owns active health checks (http, tcp) and each upstream
 // server's probation/up/down/draining state machine (docs/ARCHITECTURE.md:
-// health). It reports to an Observer and never touches pools, traffic or
-// other turnout packages beyond config.
+// health). It reports to an Observer and never touches pools or traffic; of
+// turnout's packages it uses config, and upstream's response-head parser
+// (ReadResponse).
 package healthcheck
 
 import (

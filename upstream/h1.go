@@ -83,7 +83,7 @@ type h1Conn struct {
 // only when it must.
 func (c *h1Conn) Read(p []byte) (int, error) {
 	if c.inHead && c.nread >= MaxResponseHead {
-		return 0, errHeadTooLarge
+		return 0, ErrHeadTooLarge
 	}
 	if !c.inHead && c.readTimeout > 0 {
 		c.deadline.Within(c.Conn, time.Now(), c.readTimeout)
@@ -173,10 +173,11 @@ const (
 	maxInformational = 5
 )
 
-var (
-	errHeadTooLarge     = errors.New("response head larger than 1 MiB")
-	errTooInformational = errors.New("more than 5 informational responses")
-)
+// ErrHeadTooLarge is a response whose heads take more than
+// MaxResponseHead.
+var ErrHeadTooLarge = errors.New("response head larger than 1 MiB")
+
+var errTooInformational = errors.New("more than 5 informational responses")
 
 // Two ways a connection fails before a byte of the response:
 //   - errUnread: the server never read the request or dropped it unread
@@ -283,7 +284,7 @@ var errUnaskedUpgrade = errors.New("the server switched protocols, which the req
 var errGone = errors.New("idle connection closed by the server")
 
 // Exchange sends the request (msg: head and body, already encoded) and
-// reads the response head into reply (see readResponse); req gives the
+// reads the response head into reply (see ReadResponse); req gives the
 // context and the method (a HEAD response has no body). A connection that
 // fails before a byte of the response is replaced when the request may go
 // again: always after errUnread, for an idempotent request after errStale;
@@ -509,7 +510,7 @@ func (t *Client) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Ti
 			stop()
 			return errTooInformational
 		}
-		bodyLen, err = c.readResponse(req, reply)
+		bodyLen, err = ReadResponse(c.br, req, reply)
 		if err != nil {
 			stop()
 			if c.aborted.Load() && ctx.Err() == nil {
@@ -520,6 +521,9 @@ func (t *Client) roundTrip(c *h1Conn, req *http.Request, msg []byte, now time.Ti
 			}
 			if deadline.IsTimeout(err) && ctx.Err() == nil {
 				return &timeoutError{}
+			}
+			if err == io.EOF && c.nread > 0 {
+				return io.ErrUnexpectedEOF // the end came after a 1xx response
 			}
 			return err
 		}
@@ -672,7 +676,7 @@ type Reply struct {
 	Got1xx func(code int, header http.Header) error
 
 	// Response and Fields are the response an exchange read, as
-	// readResponse leaves them. (They are not Exchange's results, which
+	// ReadResponse leaves them. (They are not Exchange's results, which
 	// would take the stack space of a dozen words at each of its levels:
 	// see sendOnce.)
 	Response *http.Response
@@ -687,10 +691,10 @@ func (r *Reply) OnClose(f func()) { r.body.closed = f }
 
 // h1Body returns its connection to the pool once the response body has been
 // read to its end, and closes it when the body is abandoned half-read. It
-// reads net/http's body (src), or, for a response parsed by readResponse,
-// the next n bytes of the connection.
+// reads net/http's body (src), or, for a response ReadResponse parsed in
+// place, the next n bytes of the connection.
 type h1Body struct {
-	resp   http.Response // the response, when readResponse parsed it in place
+	resp   http.Response // the response, when ReadResponse parsed it in place
 	src    io.ReadCloser
 	n      int64
 	c      *h1Conn

@@ -700,7 +700,7 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 		name, answer string
 		want         error
 	}{
-		{"a 2 MiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 2<<20) + "\r\nContent-Length: 2\r\n\r\nok", errHeadTooLarge},
+		{"a 2 MiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 2<<20) + "\r\nContent-Length: 2\r\n\r\nok", ErrHeadTooLarge},
 		{"six 103s", strings.Repeat(early, 6) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", errTooInformational},
 		{"five 103s", strings.Repeat(early, 5) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", nil},
 		{"a 64 KiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 64<<10) + "\r\nContent-Length: 2\r\n\r\nok", nil},

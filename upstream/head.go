@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -10,33 +11,37 @@ import (
 	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
-// readResponse reads the next response head on c into reply.Response and
-// reply.Fields. The common response — HTTP/1.1, final status, a body of
-// declared length (or none) — is parsed in place, into reply.body.resp: its
-// header fields stay as sent, in Fields, which is valid until the body is
-// first read; its Header is nil. Anything else (1xx, chunked or
-// close-delimited bodies, HTTP/1.0, a head larger than the buffer, odd
-// fields) is left in the buffer for http.ReadResponse, which parses it as
-// it always does; Fields.Raw is then nil. A response parsed here has no
-// Body: bodyLen bytes of it follow in c.br; -1 for one from
-// http.ReadResponse.
-func (c *h1Conn) readResponse(req *http.Request, reply *Reply) (bodyLen int64, err error) {
+// ReadResponse reads the next response head from br into reply.Response
+// and reply.Fields; req is the request it answers. The common response —
+// HTTP/1.1, final status, a body of declared length (or none) — is parsed
+// in place, into reply's own http.Response: its header fields stay as
+// sent, in Fields, which is valid until the body is first read; its Header
+// and Body are nil, and bodyLen bytes of body follow in br. Anything else
+// (1xx, chunked or close-delimited bodies, HTTP/1.0, a head larger than
+// br's buffer, odd fields) is left for http.ReadResponse, which parses it
+// as it always does, Body included; Fields.Raw is then nil and bodyLen -1.
+//
+// br's reader bounds the head: Client's stops at MaxResponseHead. An end
+// of br before the head begins is io.EOF, within it io.ErrUnexpectedEOF.
+// The Client reads every response head with it, and the health checks
+// theirs.
+func ReadResponse(br *bufio.Reader, req *http.Request, reply *Reply) (bodyLen int64, err error) {
 	reply.Response, reply.Fields = nil, Fields{}
-	head, err := c.peekHead()
+	head, err := peekHead(br)
 	if err != nil && err != errLongHead {
-		if err == io.EOF && c.nread > 0 {
+		if err == io.EOF && br.Buffered() > 0 {
 			err = io.ErrUnexpectedEOF // what http.ReadResponse says of a cut head
 		}
 		return 0, err
 	}
 	if err == nil {
 		if n, ok := parseResponseHead(head, req, &reply.body.resp, &reply.Fields); ok {
-			c.br.Discard(len(head)) // the bytes stay in the buffer until the next read
+			br.Discard(len(head)) // the bytes stay in the buffer until the next read
 			reply.Response = &reply.body.resp
 			return n, nil
 		}
 	}
-	reply.Response, err = http.ReadResponse(c.br, req)
+	reply.Response, err = http.ReadResponse(br, req)
 	if err == nil && !httpsyntax.TokenNames(reply.Response.Header) {
 		reply.Response = nil
 		return -1, ErrBadFieldName
@@ -80,10 +85,10 @@ var ErrBadFieldName = errors.New("upstream response with whitespace or another i
 var errLongHead = errors.New("response head not for the in-place parser")
 
 // peekHead returns the response head, up to and including the blank line,
-// without consuming it; errLongHead when it does not fit in the buffer.
-func (c *h1Conn) peekHead() ([]byte, error) {
+// without consuming it; errLongHead when it does not fit in br's buffer.
+func peekHead(br *bufio.Reader) ([]byte, error) {
 	for {
-		buf, _ := c.br.Peek(c.br.Buffered())
+		buf, _ := br.Peek(br.Buffered())
 		n, bareLF := httpsyntax.HeadEnd(buf)
 		if bareLF {
 			return nil, errLongHead // bare LF line ends: http.ReadResponse takes them
@@ -91,10 +96,10 @@ func (c *h1Conn) peekHead() ([]byte, error) {
 		if n >= 0 {
 			return buf[:n], nil
 		}
-		if len(buf) == c.br.Size() {
+		if len(buf) == br.Size() {
 			return nil, errLongHead
 		}
-		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+		if _, err := br.Peek(len(buf) + 1); err != nil {
 			return nil, err
 		}
 	}
@@ -150,7 +155,7 @@ func (f *Fields) add(k int, v []byte) {
 // http.ReadResponse would make of it, but with Header and Body nil, the
 // header fields being left as sent, in *into. It reports false, leaving
 // resp and *into alone, when the response is not one it takes (see
-// readResponse). bodyLen is the length of the body that follows the head.
+// ReadResponse). bodyLen is the length of the body that follows the head.
 // (Its results are few and small on purpose: see sendOnce in h1.go.)
 func parseResponseHead(head []byte, req *http.Request, resp *http.Response, into *Fields) (bodyLen int64, ok bool) {
 	var fields Fields

@@ -161,7 +161,7 @@ func FuzzParseResponseHead(f *testing.F) {
 			t.Fatalf("%q: taken, but http.ReadResponse fails: %v", head, err)
 		}
 		if !httpsyntax.TokenNames(want.Header) {
-			// readResponse refuses it (ErrBadFieldName) after
+			// ReadResponse refuses it (ErrBadFieldName) after
 			// http.ReadResponse: the in-place parser must not take it.
 			t.Fatalf("%q: taken, with a field name that is not a token", head)
 		}
