@@ -34,17 +34,6 @@ func leanRequest(r *http.Request) bool {
 	return len(h["Upgrade"]) == 0 && len(h["Expect"]) == 0 && len(h["Transfer-Encoding"]) == 0
 }
 
-// hopByHop reports whether k (canonical) is a header that describes one
-// connection, not the message (RFC 9110 section 7.6.1): never forwarded.
-func hopByHop(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
-}
-
 // connectionListed returns the headers a Connection header names, which are
 // hop-by-hop too; nil in the usual case of none.
 func connectionListed(h http.Header) map[string]bool {
@@ -93,7 +82,7 @@ func (s *leanScratch) forward1xx(code int, header http.Header) error {
 	h := s.w.Header()
 	listed := connectionListed(header)
 	for k, vv := range header {
-		if !hopByHop(k) && !listed[k] {
+		if !httpsyntax.HopByHopName(k) && !listed[k] {
 			h[k] = vv
 		}
 	}
@@ -121,7 +110,7 @@ func (s *Switcher) encodeRequest(b []byte, r *http.Request) []byte {
 	b = append(b, r.Host...)
 	b = append(b, "\r\n"...)
 	for k, vv := range r.Header {
-		if hopByHop(k) || listed[k] || !underscores && strings.IndexByte(k, '_') >= 0 {
+		if httpsyntax.HopByHopName(k) || listed[k] || !underscores && strings.IndexByte(k, '_') >= 0 {
 			continue
 		}
 		switch k {
@@ -315,7 +304,7 @@ func (s *Switcher) writeResponse(w http.ResponseWriter, r *http.Request, resp *h
 	h := w.Header()
 	listed := connectionListed(resp.Header)
 	for k, vv := range resp.Header {
-		if !hopByHop(k) && !listed[k] {
+		if !httpsyntax.HopByHopName(k) && !listed[k] {
 			h[k] = vv
 		}
 	}

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/internal/testsock"
 )
 
@@ -216,20 +215,6 @@ func TestUpstreamHeaderFieldsPassAsSentLessHopByHop(t *testing.T) {
 		// the framing: the client gets a body framed anew and a Date.
 		if v := listed.Header.Get("Date"); v == "Mon, 02 Jan 2006 15:04:05 GMT" || v == "" || testsock.Body(listed) != "listed" {
 			t.Errorf("handed off %v: /listed gave %v, want the listed fields dropped and the body whole", handedOff, listed.Header)
-		}
-	}
-}
-
-// The raw path's field kinds agree with the header-map path's hop-by-hop
-// list, in any case.
-func TestFieldKindAgreesWithHopByHop(t *testing.T) {
-	for _, name := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-		"Date", "Content-Length", "Content-Type", "X-Request-Id", "Tee", "Upgraded", "Set-Cookie"} {
-		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
-			if got := httpsyntax.HopByHop(httpsyntax.FieldKind(spelled)); got != hopByHop(name) {
-				t.Errorf("FieldKind(%q) hop-by-hop = %v, hopByHop(%q) = %v", spelled, got, name, !got)
-			}
 		}
 	}
 }

@@ -229,6 +229,10 @@ const (
 // the message.
 func HopByHop(k int) bool { return k >= ConnectionField }
 
+// HopByHopName reports whether the field name, in any case, describes one
+// connection, not the message: turnout's one list of them.
+func HopByHopName[T Text](name T) bool { return HopByHop(FieldKind(name)) }
+
 // FieldKind classifies a field name, in any case; by length first, as most
 // names are none of these.
 func FieldKind[T Text](name T) int {

@@ -130,3 +130,40 @@ func TestHeadEnd(t *testing.T) {
 		}
 	}
 }
+
+// The hop-by-hop fields are RFC 9110 section 7.6.1's, in any case, whether
+// a raw head's bytes or a header map's canonical keys ask.
+func TestFieldKind(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind int
+		hop  bool
+	}{
+		{"Connection", ConnectionField, true},
+		{"Transfer-Encoding", TransferEncodingField, true},
+		{"Trailer", TrailerField, true},
+		{"Proxy-Connection", HopField, true},
+		{"Keep-Alive", HopField, true},
+		{"Proxy-Authenticate", HopField, true},
+		{"Proxy-Authorization", HopField, true},
+		{"Te", HopField, true},
+		{"Upgrade", HopField, true},
+		{"Date", DateField, false},
+		{"Content-Length", LengthField, false},
+		{"Content-Type", TypeField, false},
+		{"X-Request-Id", OtherField, false},
+		{"Tee", OtherField, false},
+		{"Upgraded", OtherField, false},
+		{"Set-Cookie", OtherField, false},
+		{"", OtherField, false},
+	} {
+		for _, spelled := range []string{tc.name, strings.ToLower(tc.name), strings.ToUpper(tc.name)} {
+			if got := FieldKind([]byte(spelled)); got != tc.kind {
+				t.Errorf("FieldKind(%q) = %d, want %d", spelled, got, tc.kind)
+			}
+			if got := HopByHopName(spelled); got != tc.hop {
+				t.Errorf("HopByHopName(%q) = %v, want %v", spelled, got, tc.hop)
+			}
+		}
+	}
+}
