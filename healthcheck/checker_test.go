@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // testHealth returns complete http settings with a generous timeout.
@@ -254,36 +255,21 @@ func BenchmarkHTTPCheck(b *testing.B) {
 // rawBackend is a TCP backend that answers every request with answer, then
 // closes the connection when closeAfter is set; with answer "" it closes the
 // connection without answering. It counts the connections it accepted.
-func rawBackend(t *testing.T, answer string, closeAfter bool) (config.Server, *atomic.Int32) {
+func rawBackend(t *testing.T, answer string, closeAfter bool) (config.Server, *atomic.Int64) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var conns atomic.Int32
-	go func() {
+	addr, conns := testsock.Serve(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := http.ReadRequest(br); err != nil || answer == "" {
 				return
 			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil || answer == "" {
-						return
-					}
-					if _, err := io.WriteString(c, answer); err != nil || closeAfter {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, answer); err != nil || closeAfter {
+				return
+			}
 		}
-	}()
-	return config.Server{Network: "tcp", Address: l.Addr().String(), Weight: 1}, &conns
+	})
+	return config.Server{Network: "tcp", Address: addr, Weight: 1}, conns
 }
 
 // The checker keeps a connection only when the answer allows it, and a kept
@@ -297,7 +283,7 @@ func TestHTTPCheckConnectionReuse(t *testing.T) {
 		answer     string
 		closeAfter bool
 		expBody    string
-		wantConns  int32
+		wantConns  int64
 		want       string
 	}{
 		{name: "kept alive", answer: ok, wantConns: 1},

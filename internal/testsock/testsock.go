@@ -1,9 +1,11 @@
-// Package testsock gives tests real sockets: a unix socket whose listen
-// backlog is full, as an app server's is when requests released all at once
-// overflow it; raw HTTP/1.1 exchanges byte for byte (Exchange); a free
-// loopback address; a directory short enough for unix sockets; and a wait
-// for Go's network poller to have seen what the kernel made readable
-// (AwaitPoll). Only tests import it.
+// Package testsock gives tests real sockets: a loopback server whose
+// connections the test answers byte by byte, as an odd app server would
+// (Serve); a unix socket whose listen backlog is full, as an app server's
+// is when requests released all at once overflow it; raw HTTP/1.1
+// exchanges byte for byte (Exchange); a free loopback address; a directory
+// short enough for unix sockets; and a wait for Go's network poller to
+// have seen what the kernel made readable (AwaitPoll). Only tests import
+// it.
 package testsock
 
 import (
@@ -11,9 +13,34 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
+
+// Serve accepts connections on a loopback port until the test ends and
+// hands each to serve, in a goroutine of its own, numbered from 1; serve
+// owns the connection. It returns the address and the number of
+// connections accepted so far.
+func Serve(t testing.TB, serve func(n int64, c net.Conn)) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(accepted.Add(1), c)
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
 
 // FullBacklog returns the path of a unix socket with a listen backlog of 1
 // that is full: the next connect fails with EAGAIN, as uwsgi's (backlog
