@@ -46,6 +46,21 @@ func startHTTP(t *testing.T, h http.HandlerFunc) (*httptest.Server, config.Serve
 	return srv, tcpServer(t, srv)
 }
 
+// hangingBackend is a backend that never answers; arrived yields once a
+// request has reached it.
+func hangingBackend(t *testing.T) (s config.Server, arrived <-chan struct{}) {
+	t.Helper()
+	ch := make(chan struct{}, 1)
+	_, s = startHTTP(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case ch <- struct{}{}:
+		default: // one is enough
+		}
+		<-r.Context().Done()
+	})
+	return s, ch
+}
+
 // startUnix serves h on a real unix socket in t.TempDir().
 func startUnix(t *testing.T, h http.HandlerFunc) config.Server {
 	t.Helper()
@@ -330,29 +345,16 @@ func TestHTTPCheckConnectionReuse(t *testing.T) {
 }
 
 func TestHTTPCheckCancel(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	_, s := startHTTP(t, func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		<-r.Context().Done()
-	})
+	s, arrived := hangingBackend(t)
 	h := testHealth()
 	h.Timeout = config.Duration(time.Hour)
 	c := NewChecker(s, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Check(ctx) }()
-	select {
-	case <-arrived:
-	case <-time.After(waitLimit):
-		t.Fatal("check never reached the backend")
-	}
+	await(t, arrived, "check never reached the backend")
 	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("cancelled check = %v, want context.Canceled", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("Check did not return after its context was cancelled")
+	if err := await(t, done, "Check did not return after its context was cancelled"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled check = %v, want context.Canceled", err)
 	}
 }

@@ -260,21 +260,11 @@ func (m *Monitor) SetHealth(h config.Health) {
 // count towards a switch's ready rule; the next check starts at once (after
 // one in flight, if any). It does nothing on a Draining server.
 func (m *Monitor) Probation() {
-	m.reportMu.Lock()
-	defer m.reportMu.Unlock()
-	m.mu.Lock()
-	if m.drained {
-		m.mu.Unlock()
-		return
-	}
-	m.gen++
-	prev := m.snap.State
-	m.snap.Passes, m.snap.Fails = 0, 0
-	m.next = time.Now()
-	s := m.setState(Probation)
-	m.mu.Unlock()
-	m.poke()
-	m.report(prev, s)
+	m.interrupt(func() State {
+		m.snap.Passes, m.snap.Fails = 0, 0
+		m.next = time.Now()
+		return Probation
+	})
 }
 
 // MarkDown records a passive failure from live traffic. An Up server goes
@@ -312,6 +302,16 @@ func (m *Monitor) MarkDown(err error) {
 // Drain puts the server in Draining and stops its checks (the server was
 // removed by a reload). A check in flight finishes and is discarded.
 func (m *Monitor) Drain() {
+	m.interrupt(func() State {
+		m.drained = true
+		return Draining
+	})
+}
+
+// interrupt moves a server not drained to the state change returns, change
+// running under m.mu; the results of checks already running are discarded,
+// the goroutine re-reads its schedule and the change is reported.
+func (m *Monitor) interrupt(change func() State) {
 	m.reportMu.Lock()
 	defer m.reportMu.Unlock()
 	m.mu.Lock()
@@ -319,10 +319,9 @@ func (m *Monitor) Drain() {
 		m.mu.Unlock()
 		return
 	}
-	m.drained = true
 	m.gen++
 	prev := m.snap.State
-	s := m.setState(Draining)
+	s := m.setState(change())
 	m.mu.Unlock()
 	m.poke()
 	m.report(prev, s)

@@ -14,8 +14,22 @@ import (
 	"github.com/turnout/turnout/config"
 )
 
-// deadline bounds every wait for an event that normally takes milliseconds.
+// waitLimit bounds every wait for an event that normally takes milliseconds.
 const waitLimit = 10 * time.Second
+
+// await returns the next value from ch, failing the test with what when
+// none comes within waitLimit.
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitLimit):
+		t.Fatal(what)
+		var zero T
+		return zero
+	}
+}
 
 type event struct {
 	prev State
@@ -34,13 +48,7 @@ func (r *recorder) HealthChanged(_ *Monitor, prev State, s Snapshot) {
 // next returns the next event, failing the test after the deadline.
 func (r *recorder) next(t *testing.T) event {
 	t.Helper()
-	select {
-	case e := <-r.ch:
-		return e
-	case <-time.After(waitLimit):
-		t.Fatal("no health event within the deadline")
-		return event{}
-	}
+	return await(t, r.ch, "no health event within the deadline")
 }
 
 // until returns the first event for which ok holds.
@@ -195,11 +203,7 @@ func TestProbationDiscardsStartedCheck(t *testing.T) {
 	h := testHealth()
 	h.Rise = 1
 	m, rec := startMonitor(t, Options{Server: s, Health: h, Initial: Down})
-	select {
-	case <-arrived:
-	case <-time.After(waitLimit):
-		t.Fatal("first check never reached the backend")
-	}
+	await(t, arrived, "first check never reached the backend")
 	m.Probation()
 	if e := rec.next(t); e.s.State != Probation || e.prev != Down {
 		t.Fatalf("Probation() event = %v→%v", e.prev, e.s.State)
@@ -274,31 +278,19 @@ func TestSetHealthKeepsState(t *testing.T) {
 }
 
 func TestCloseWithHungCheck(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	_, s := startHTTP(t, func(w http.ResponseWriter, r *http.Request) {
-		arrived <- struct{}{}
-		<-r.Context().Done()
-	})
+	s, arrived := hangingBackend(t)
 	h := testHealth()
 	h.Timeout = config.Duration(time.Hour)
 	m := NewMonitor(Options{Server: s, Health: h, Initial: Probation})
 	m.Start()
-	select {
-	case <-arrived:
-	case <-time.After(waitLimit):
-		t.Fatal("check never reached the backend")
-	}
+	await(t, arrived, "check never reached the backend")
 	closed := make(chan struct{})
 	go func() {
 		m.Close()
 		m.Close() // idempotent
 		close(closed)
 	}()
-	select {
-	case <-closed:
-	case <-time.After(waitLimit):
-		t.Fatal("Close did not return with a hung check in flight")
-	}
+	await(t, closed, "Close did not return with a hung check in flight")
 	if s := m.Snapshot(); !s.CheckedAt.IsZero() {
 		t.Fatalf("the cancelled check was recorded: %+v", s)
 	}
@@ -322,11 +314,7 @@ func TestDrainStopsChecks(t *testing.T) {
 		t.Fatalf("Drain event = %v→%v", e.prev, e.s.State)
 	}
 	// The goroutine exits by itself: Close has nothing left to cancel.
-	select {
-	case <-m.done:
-	case <-time.After(waitLimit):
-		t.Fatal("check goroutine still running after Drain")
-	}
+	await(t, m.done, "check goroutine still running after Drain")
 	m.Probation()
 	if st := m.State(); st != Draining {
 		t.Fatalf("Probation() revived a drained server: %v", st)
