@@ -134,7 +134,7 @@ func (s *Server) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.answered()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-			u := &upgradedConn{ReadWriteCloser: rwc, server: s}
+			u := &upgradedConn{countedBody: countedBody{ReadCloser: rwc, server: s}, Writer: rwc}
 			s.mu.Lock()
 			s.upgraded[u] = struct{}{}
 			s.mu.Unlock()
@@ -242,7 +242,8 @@ func (s *Server) closeUpgraded() {
 	}
 }
 
-// countedBody ends a request's in-flight count when its body is closed.
+// countedBody ends a request's in-flight count when its body is first
+// closed.
 type countedBody struct {
 	io.ReadCloser
 	server *Server
@@ -257,20 +258,17 @@ func (b *countedBody) Close() error {
 	return err
 }
 
-// upgradedConn is the upstream side of an upgraded (websocket) connection.
+// upgradedConn is the upstream side of an upgraded (websocket) connection:
+// a countedBody that is written to as well, listed in the server's
+// upgraded set until it is closed.
 type upgradedConn struct {
-	io.ReadWriteCloser
-	server *Server
-	closed atomic.Bool
+	countedBody
+	io.Writer
 }
 
 func (u *upgradedConn) Close() error {
-	err := u.ReadWriteCloser.Close()
-	if u.closed.CompareAndSwap(false, true) {
-		u.server.mu.Lock()
-		delete(u.server.upgraded, u)
-		u.server.mu.Unlock()
-		u.server.done()
-	}
-	return err
+	u.server.mu.Lock()
+	delete(u.server.upgraded, u)
+	u.server.mu.Unlock()
+	return u.countedBody.Close()
 }
