@@ -107,9 +107,14 @@ func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	// process's files come back to what they were, give or take the health
 	// checks' connection.
 	waitFor(t, "the files released", func() bool { return openFiles(t) <= before+4 })
-	waitFor(t, "50 access log lines", func() bool {
-		return len(accessLines(&logs, `error="client went away after 100 of 5000 bytes"`)) == clients
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for len(accessLines(&logs, `error="client went away after 100 of 5000 bytes"`)) != clients {
+		if time.Now().After(deadline) {
+			t.Fatalf("want %d access lines saying the client went away after 100 of 5000 bytes; the access log:\n%s",
+				clients, strings.Join(accessLines(&logs), "\n"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // accessLines returns the access log lines that hold every one of want.
