@@ -116,7 +116,19 @@ type Proxy struct {
 	// nginx does, because CGI and WSGI servers read "_" and "-" alike, so
 	// Content_Length could pass for Content-Length behind turnout's back.
 	UnderscoresInHeaders bool `toml:"underscores_in_headers"`
+	// Engine is what serves the clients on Listen: "turnout" (its own lean
+	// HTTP/1.1 server, handing what it does not serve itself to net/http)
+	// or "stdlib" (net/http's server for every request, under the same
+	// request rules; slower). "stdlib" rules the lean server out when
+	// debugging. Default "turnout". Changing it needs a restart.
+	Engine string `toml:"engine"`
 }
+
+// The values of Proxy.Engine.
+const (
+	EngineTurnout = "turnout"
+	EngineStdlib  = "stdlib"
+)
 
 // Switch holds the switch protocol settings.
 type Switch struct {
@@ -284,6 +296,7 @@ func Default() *Config {
 			ClientIdleTimeout:   Duration(75 * time.Second),
 			ClientBodyTimeout:   Duration(60 * time.Second),
 			MaxIdlePerServer:    1024,
+			Engine:              EngineTurnout,
 		},
 		Switch: Switch{
 			Timeout:      Duration(60 * time.Second),

@@ -94,7 +94,7 @@ func TestParseFullExample(t *testing.T) {
 	if got := b.Servers[0]; got != (Server{Network: "tcp", Address: "127.0.0.1:9101", Weight: 1}) {
 		t.Errorf("pool B server 0 = %+v", got)
 	}
-	if cfg.Proxy.DialTimeout.D() != 2*time.Second || cfg.Proxy.MaxIdlePerServer != 1024 {
+	if cfg.Proxy.DialTimeout.D() != 2*time.Second || cfg.Proxy.MaxIdlePerServer != 1024 || cfg.Proxy.Engine != EngineTurnout {
 		t.Errorf("defaults not applied: %+v", cfg.Proxy)
 	}
 	if cfg.InitialPool() != "A" || cfg.Path != "turnout.toml" || len(cfg.Hash) != 12 {
@@ -143,6 +143,9 @@ func TestParseErrors(t *testing.T) {
 		{"tls without cert", "tls_listen = [\":8443\"]\n" + twoPools, `1:1: tls_listen needs tls_cert and tls_key`},
 		{"trusted proxy", "trusted_proxies = [\"10.0.0.0/33\"]\n" + twoPools, `1:20: trusted proxy "10.0.0.0/33" is neither`},
 		{"log level", "log_level = \"verbose\"\n" + twoPools, `1:13: log_level "verbose" is not one of trace, debug, info, warn, error`},
+		{"engine", "[proxy]\nengine = \"nginx\"\n" + twoPools, `2:10: proxy.engine "nginx" is not one of turnout, stdlib (use one of these)`},
+		{"engine typo", "[proxy]\nengine = \"stdlb\"\n" + twoPools, `2:10: proxy.engine "stdlb" is not one of turnout, stdlib (did you mean "stdlib"?)`},
+		{"empty engine", "[proxy]\nengine = \"\"\n" + twoPools, `2:10: proxy.engine "" is not one of turnout, stdlib`},
 		{"health type", twoPools + "[pools.B.health]\ntype = \"udp\"\n", `7:8: pools.B.health.type "udp" is not http or tcp`},
 		{"rise zero", "[health]\nrise = 0\n" + twoPools, `2:8: health.rise must be at least 1`},
 		{"hold_max zero", "[proxy]\nhold_max = 0\n" + twoPools, `2:12: proxy.hold_max must be at least 1`},
@@ -415,5 +418,17 @@ func TestManyErrorsReportsFirstHundred(t *testing.T) {
 		!strings.HasPrefix(lines[0], `t.toml:1:1: unknown key "unknown_key_0"`) ||
 		!strings.HasPrefix(lines[99], `t.toml:100:1: unknown key "unknown_key_99"`) {
 		t.Errorf("want 100 lines then the count, got %d lines; first %q, last two %q", len(lines), lines[0], lines[len(lines)-2:])
+	}
+}
+
+func TestParseEngine(t *testing.T) {
+	for _, engine := range []string{EngineTurnout, EngineStdlib} {
+		cfg, err := Parse([]byte("[proxy]\nengine = \""+engine+"\"\n"+twoPools), "t.toml")
+		if err != nil {
+			t.Fatalf("engine %q: %v", engine, err)
+		}
+		if cfg.Proxy.Engine != engine {
+			t.Errorf("engine %q parsed as %q", engine, cfg.Proxy.Engine)
+		}
 	}
 }

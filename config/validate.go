@@ -23,6 +23,7 @@ func (s *scan) check(c *Config) {
 	s.checkTokens(c)
 	s.checkEnum("log_level", c.LogLevel, "trace", "debug", "info", "warn", "error")
 	s.checkEnum("log_format", c.LogFormat, "text", "json")
+	s.checkEnum("proxy.engine", c.Proxy.Engine, EngineTurnout, EngineStdlib)
 	for key, d := range map[string]Duration{
 		"proxy.upstream_timeout": c.Proxy.UpstreamTimeout, "proxy.dial_timeout": c.Proxy.DialTimeout,
 		"proxy.client_header_timeout": c.Proxy.ClientHeaderTimeout, "proxy.client_idle_timeout": c.Proxy.ClientIdleTimeout,
@@ -100,7 +101,11 @@ func (s *scan) checkTokens(c *Config) {
 
 func (s *scan) checkEnum(key, v string, allowed ...string) {
 	if !slices.Contains(allowed, v) {
-		s.errorAt(key, fmt.Sprintf("%s %q is not one of %s", key, v, strings.Join(allowed, ", ")), "use one of these")
+		hint := "use one of these"
+		if m := didYouMean(v, allowed); m != "" {
+			hint = fmt.Sprintf("did you mean %q?", m)
+		}
+		s.errorAt(key, fmt.Sprintf("%s %q is not one of %s", key, v, strings.Join(allowed, ", ")), hint)
 	}
 }
 

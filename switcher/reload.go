@@ -112,6 +112,7 @@ func restartFields(old, cfg *config.Config) []string {
 	check("proxy.client_header_timeout", old.Proxy.ClientHeaderTimeout != cfg.Proxy.ClientHeaderTimeout)
 	check("proxy.client_idle_timeout", old.Proxy.ClientIdleTimeout != cfg.Proxy.ClientIdleTimeout)
 	check("proxy.client_body_timeout", old.Proxy.ClientBodyTimeout != cfg.Proxy.ClientBodyTimeout)
+	check("proxy.engine", old.Proxy.Engine != cfg.Proxy.Engine)
 	return fields
 }
 
@@ -122,7 +123,7 @@ func keepRestartFields(cfg, old *config.Config) {
 	cfg.Control, cfg.ControlListen, cfg.State, cfg.MetricsListen = old.Control, old.ControlListen, old.State, old.MetricsListen
 	cfg.LogLevel, cfg.LogFormat = old.LogLevel, old.LogFormat
 	cfg.Proxy.ClientHeaderTimeout, cfg.Proxy.ClientIdleTimeout = old.Proxy.ClientHeaderTimeout, old.Proxy.ClientIdleTimeout
-	cfg.Proxy.ClientBodyTimeout = old.Proxy.ClientBodyTimeout
+	cfg.Proxy.ClientBodyTimeout, cfg.Proxy.Engine = old.Proxy.ClientBodyTimeout, old.Proxy.Engine
 }
 
 func (s *Switcher) configStatus() api.ConfigStatus {
