@@ -203,14 +203,15 @@ func CheckRequest(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// vettedConn is a connection that the front hands to net/http: it gives
-// net/http the front's buffered bytes first, then the connection's, and
-// vets each request head that goes through it (vetHead) before net/http
-// reads it, following the framing of the bodies in between. A head it
-// refuses is replaced by a line net/http answers 400 Bad Request, closing
-// the connection; nothing after it reaches net/http. After a head whose connection
-// leaves HTTP/1 (an upgrade, HTTP/2), or that net/http refuses itself, the
-// bytes go through unvetted.
+// vettedConn is a connection that the front hands to net/http, or that a
+// Vet listener accepts: it gives net/http the front's buffered bytes first
+// (none from Vet), then the connection's, and vets each request head that
+// goes through it (vetHead) before net/http reads it, following the
+// framing of the bodies in between. A head it refuses is replaced by a
+// line net/http answers 400 Bad Request, closing the connection; nothing
+// after it reaches net/http. After a head whose connection leaves HTTP/1
+// (an upgrade, HTTP/2), or that net/http refuses itself, the bytes go
+// through unvetted.
 type vettedConn struct {
 	net.Conn
 	logger hclog.Logger
@@ -219,6 +220,30 @@ type vettedConn struct {
 	ready  int
 	state  vetState
 	left   int64 // bytes of the body or chunk still to go through
+}
+
+// Vet returns a listener whose connections hold every request head to the
+// request rules, as the connections the front hands over do: for serving
+// ln with net/http's server alone (the "stdlib" engine), from the first
+// byte of each connection. HTTP/2 prior knowledge and upgrades go through
+// unvetted after their first head, as on a hand-over; the rules the parsed
+// request still shows are CheckRequest's, in the handler. Closing the
+// listener closes ln.
+func Vet(ln net.Listener, logger hclog.Logger) net.Listener {
+	return vetListener{ln, logger}
+}
+
+type vetListener struct {
+	net.Listener
+	logger hclog.Logger
+}
+
+func (l vetListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &vettedConn{Conn: c, logger: l.logger}, nil
 }
 
 type vetState int

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/front"
 )
 
@@ -69,14 +70,15 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 	var (
 		todo   []served
 		fronts []*front.Server
+		// proxies are the proxy listeners' servers that net/http runs
+		// alone: TLS, and every listen address with the stdlib engine.
+		proxies []*http.Server
 	)
 	for _, addr := range cfg.Listen {
 		ln, err := listen("tcp", addr)
 		if err != nil {
 			return err
 		}
-		// Plain HTTP/1.1 is served by the lean front; everything else on
-		// this listener (h2c, upgrades…) by net/http behind it.
 		std := proxyServer()
 		if cfg.H2C {
 			var p http.Protocols
@@ -84,12 +86,22 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 			p.SetUnencryptedHTTP2(true)
 			std.Protocols = &p
 		}
+		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
+		if cfg.Proxy.Engine == config.EngineStdlib {
+			// net/http serves every request, each head held to the
+			// request rules from the connection's first byte.
+			proxies = append(proxies, std)
+			vln := front.Vet(ln, s.logger.Named("front"))
+			todo = append(todo, served{func() error { return std.Serve(vln) }, ln.Addr()})
+			continue
+		}
+		// Plain HTTP/1.1 is served by the lean front; everything else on
+		// this listener (h2c, upgrades…) by net/http behind it.
 		fr := front.New(front.Options{
 			Logger: s.logger.Named("front"), Handler: handler, Std: std,
 			HeaderTimeout: cfg.Proxy.ClientHeaderTimeout.D(), IdleTimeout: cfg.Proxy.ClientIdleTimeout.D(), BodyTimeout: cfg.Proxy.ClientBodyTimeout.D(),
 		})
 		fronts = append(fronts, fr)
-		addrs.Proxy = append(addrs.Proxy, ln.Addr().String())
 		todo = append(todo, served{func() error { return fr.Serve(ln) }, ln.Addr()})
 	}
 	if len(cfg.TLSListen) > 0 {
@@ -104,7 +116,7 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 				return err
 			}
 			srv := proxyServer()
-			servers = append(servers, srv)
+			proxies = append(proxies, srv)
 			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 			addrs.TLS = append(addrs.TLS, ln.Addr().String())
 			tln := tls.NewListener(ln, srv.TLSConfig)
@@ -142,7 +154,7 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 			}
 		}()
 	}
-	s.logger.Info("listening", "proxy", addrs.Proxy, "tls", addrs.TLS, "control", addrs.Control, "metrics", addrs.Metrics)
+	s.logger.Info("listening", "engine", cfg.Proxy.Engine, "proxy", addrs.Proxy, "tls", addrs.TLS, "control", addrs.Control, "metrics", addrs.Metrics)
 	if ready != nil {
 		ready(addrs)
 	}
@@ -161,13 +173,23 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 	// Requests still with the upstream at the deadline are cut once their
 	// clients are gone, so that they close rather than get a 504.
 	aborted := make(chan struct{})
-	aborting.Add(len(fronts))
+	aborting.Add(len(fronts) + len(proxies))
 	go func() { aborting.Wait(); close(aborted) }()
 	for _, fr := range fronts {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
 			fr.Shutdown(sctx, aborting.Done)
+		}()
+	}
+	for _, srv := range proxies {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			defer aborting.Done()
+			if srv.Shutdown(sctx) != nil {
+				srv.Close()
+			}
 		}()
 	}
 	for _, srv := range servers {
