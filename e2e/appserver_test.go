@@ -618,7 +618,7 @@ servers = [%q]
 servers = [%q]
 `, c.Listen, c.Control, c.State, c.A[0], c.B[0])
 	path := filepath.Join(t.TempDir(), "turnout.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(withEngine(cfg)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d := serveDaemon(t, path, c)

@@ -105,7 +105,7 @@ func (c cfgSpec) render(t *testing.T) string {
 	if err := cfgSpecTemplate.Execute(&buf, c); err != nil {
 		t.Fatal(err)
 	}
-	return buf.String()
+	return withEngine(buf.String())
 }
 
 // writeCfg writes c to a turnout.toml in a new temporary directory and
@@ -137,6 +137,10 @@ func serveDaemon(t *testing.T, path string, c cfgSpec, env ...string) *daemon {
 	cmd.Env = append(os.Environ(), raceExitEnv())
 	cmd.Env = append(cmd.Env, env...)
 	p := start(t, cmd, true, listeningRE)
+	if engine != "" && !strings.Contains(p.output.String(), "engine="+engine) {
+		p.stop(t, syscall.SIGKILL, eventTimeout)
+		t.Fatalf("%s=%s, but the daemon does not run that engine (a config written without withEngine?):\n%s", engineEnv, engine, p.output)
+	}
 	d := &daemon{process: p, Config: path, Control: c.Control, State: c.State, URL: "http://" + c.Listen}
 	t.Cleanup(func() {
 		var err error

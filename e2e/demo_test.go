@@ -16,6 +16,7 @@ import (
 // (curl the proxy, switch to B with the printed control socket) and stops
 // it with Ctrl-C.
 func TestDemo(t *testing.T) {
+	skipUnderStdlib(t, "turnout demo writes its own config, on the default engine")
 	cmd := exec.Command(turnoutBin, "demo", "--listen", freeTCPAddr(t), "--metrics", freeTCPAddr(t))
 	cmd.Env = append(os.Environ(), raceExitEnv())
 	p := start(t, cmd, false, regexp.MustCompile(`^Ctrl-C stops the demo\.$`))

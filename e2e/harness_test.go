@@ -25,9 +25,43 @@ const eventTimeout = 10 * time.Second
 // turnoutBin is the binary built once by TestMain.
 var turnoutBin string
 
+// engineEnv names the [proxy] engine every config of the suite sets
+// (scripts/test runs the suite once more with "stdlib"); unset, the
+// configs leave it to the default.
+const engineEnv = "TURNOUT_E2E_ENGINE"
+
+// engine is engineEnv's value.
+var engine = os.Getenv(engineEnv)
+
+// withEngine returns the config text with engine set in its [proxy]
+// table, when the suite runs with one.
+func withEngine(text string) string {
+	if engine == "" {
+		return text
+	}
+	line := fmt.Sprintf("engine = %q\n", engine)
+	if before, after, ok := strings.Cut(text, "\n[proxy]\n"); ok {
+		return before + "\n[proxy]\n" + line + after
+	}
+	return text + "\n[proxy]\n" + line
+}
+
+// skipUnderStdlib skips a test that is about the lean front itself when
+// the suite runs with engine = "stdlib".
+func skipUnderStdlib(t *testing.T, why string) {
+	t.Helper()
+	if engine == "stdlib" {
+		t.Skip("engine = \"stdlib\": " + why)
+	}
+}
+
 func TestMain(m *testing.M) {
 	if os.Getenv(backendEnv) != "" {
 		os.Exit(backendMain())
+	}
+	if engine != "" && engine != "turnout" && engine != "stdlib" {
+		fmt.Fprintf(os.Stderr, "e2e: %s=%q: use turnout or stdlib, or leave it unset\n", engineEnv, engine)
+		os.Exit(2)
 	}
 	dir, err := os.MkdirTemp("", "turnout-e2e")
 	if err != nil {

@@ -33,6 +33,7 @@ func TestValidate(t *testing.T) {
 		{"empty file", "", "1:1", "the config file is empty"},
 		{"only comments", "# soon\n", "1:1", "[pools.A]"},
 		{"256.1.1.1", head + "[pools.A]\nservers = [\"256.1.1.1:9001\"]\n[pools.B]\nservers = [\"127.0.0.1:9101\"]\n", "4:12", "is not an IPv4 address"},
+		{"engine typo", head + "[proxy]\nengine = \"stdlb\"\n" + pools, "4:10", `did you mean "stdlib"?`},
 		{"health timeout 1ns", head + "[health]\ntimeout = \"1ns\"\n" + pools, "4:11", `health.timeout = "1ns" is below its floor of 10ms`},
 		{"20,000 unknown keys", "no_such_key = 1\n" + manyKeys(20000) + pools, "1:1", "unknown key"},
 	} {
