@@ -46,8 +46,9 @@ func withEngine(text string) string {
 	return text + "\n[proxy]\n" + line
 }
 
-// skipUnderStdlib skips a test that is about the lean front itself when
-// the suite runs with engine = "stdlib".
+// skipUnderStdlib skips a test that the engine setting cannot reach (or
+// that is about the lean front itself) when the suite runs with engine =
+// "stdlib".
 func skipUnderStdlib(t *testing.T, why string) {
 	t.Helper()
 	if engine == "stdlib" {
