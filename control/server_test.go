@@ -399,24 +399,15 @@ func TestControlErrors(t *testing.T) {
 func TestControlMaintenance(t *testing.T) {
 	d := ctlStart(t, "")
 	front := "http://" + d.addrs.Proxy[0] + "/"
-	get := func() (int, string) {
-		t.Helper()
-		resp, err := http.Get(front)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
-	if code, body := get(); code != 200 || body != "A" {
+	page := func() (int, string) { return get(t, front) }
+	if code, body := page(); code != 200 || body != "A" {
 		t.Fatalf("before: %d %q", code, body)
 	}
 	var res map[string]any
 	if code := d.do(t, "POST", "/v1/maintenance", `{"on":true,"message":"back at five"}`, &res); code != 200 || res["maintenance"] != true {
 		t.Fatalf("maintenance on: %d %v", code, res)
 	}
-	if code, body := get(); code != 503 || !strings.Contains(body, "back at five") {
+	if code, body := page(); code != 503 || !strings.Contains(body, "back at five") {
 		t.Errorf("in maintenance: %d %q; want 503 with the message", code, body)
 	}
 	if !d.sw.Status().Maintenance {
@@ -425,7 +416,7 @@ func TestControlMaintenance(t *testing.T) {
 	if code := d.do(t, "POST", "/v1/maintenance", `{"on":false}`, &res); code != 200 {
 		t.Fatalf("maintenance off: %d %v", code, res)
 	}
-	if code, body := get(); code != 200 || body != "A" {
+	if code, body := page(); code != 200 || body != "A" {
 		t.Errorf("after: %d %q", code, body)
 	}
 }

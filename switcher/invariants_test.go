@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // connStackBudget is the most goroutine stack a kept-alive client
@@ -152,43 +154,30 @@ var (
 // counting the process's allocations counts turnout's. Its requests must
 // have no body.
 func rawHelloBackend(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr, _ := testsock.Serve(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 8<<10)
+		n := 0
 		for {
-			c, err := ln.Accept()
+			m, err := c.Read(buf[n:])
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 8<<10)
-				n := 0
-				for {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					for {
-						i := bytes.Index(buf[:n], headEnd)
-						if i < 0 {
-							break
-						}
-						if _, err := c.Write(helloAnswer); err != nil {
-							return
-						}
-						n = copy(buf, buf[i+4:n])
-					}
-					if n == len(buf) {
-						return
-					}
+			n += m
+			for {
+				i := bytes.Index(buf[:n], headEnd)
+				if i < 0 {
+					break
 				}
-			}()
+				if _, err := c.Write(helloAnswer); err != nil {
+					return
+				}
+				n = copy(buf, buf[i+4:n])
+			}
+			if n == len(buf) {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
+	return addr
 }

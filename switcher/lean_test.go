@@ -22,11 +22,11 @@ import (
 // in a goroutine of its own, and closes it after; it returns the address.
 func rawListener(t *testing.T, serve func(c net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go serveEach(ln, serve)
-	return ln.Addr().String()
+	addr, _ := testsock.Serve(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		serve(c)
+	})
+	return addr
 }
 
 // serveEach serves every connection ln accepts with serve, in a goroutine
