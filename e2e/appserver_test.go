@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // This file runs turnout in front of real app servers (uwsgi, gunicorn)
@@ -89,7 +91,7 @@ type appServer struct {
 	Sock, Applied, Touch string
 	proc                 *process
 	// earlier holds the output of the processes a restart replaced.
-	earlier []*lockedBuffer
+	earlier []*testlog.Buffer
 }
 
 // newAppServer starts an app server; it is killed at the end of the test.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/control"
+	"github.com/turnout/turnout/internal/testlog"
 	"github.com/turnout/turnout/state"
 )
 
@@ -177,11 +178,11 @@ func (r cliRun) String() string {
 }
 
 // cliCmd prepares `turnout args...` with the extra environment env.
-func cliCmd(env []string, args ...string) (*exec.Cmd, *lockedBuffer, *lockedBuffer) {
+func cliCmd(env []string, args ...string) (*exec.Cmd, *testlog.Buffer, *testlog.Buffer) {
 	cmd := exec.Command(turnoutBin, args...)
 	cmd.Env = append(os.Environ(), raceExitEnv())
 	cmd.Env = append(cmd.Env, env...)
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	return cmd, &stdout, &stderr
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // eventTimeout bounds waits for events that normally take milliseconds; it
@@ -89,24 +90,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a process's output from its reader goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // freeTCPAddr returns a loopback address nothing listens on right now, so a
 // process can bind exactly that address, and bind it again after a restart.
 func freeTCPAddr(t *testing.T) string {
@@ -157,14 +140,14 @@ type process struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	err    error // set before exited is closed
-	output *lockedBuffer
+	output *testlog.Buffer
 }
 
 // start runs cmd and waits until a line of the stream (stdout or stderr)
 // matches ready; the process's output is kept for failure reports.
 func start(t *testing.T, cmd *exec.Cmd, stderrIsReady bool, ready *regexp.Regexp) *process {
 	t.Helper()
-	p := &process{cmd: cmd, exited: make(chan struct{}), output: &lockedBuffer{}}
+	p := &process{cmd: cmd, exited: make(chan struct{}), output: &testlog.Buffer{}}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // benchRestartEnv turns TestRestartRecoveryBench on; scripts/bench-restart
@@ -116,7 +118,7 @@ http {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("nginx", "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
-	out := &lockedBuffer{}
+	out := &testlog.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

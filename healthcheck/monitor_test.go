@@ -1,7 +1,6 @@
 package healthcheck
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // waitLimit bounds every wait for an event that normally takes milliseconds.
@@ -322,7 +322,7 @@ func TestDrainStopsChecks(t *testing.T) {
 }
 
 func TestLogsStateChanges(t *testing.T) {
-	var buf syncBuffer
+	var buf testlog.Buffer
 	b, s := startScripted(t)
 	h := testHealth()
 	h.Rise, h.Fall = 1, 1
@@ -341,23 +341,6 @@ func TestLogsStateChanges(t *testing.T) {
 			t.Fatalf("log lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestSlotted(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // stdlibEngine is the config line that serves listen with net/http alone.
@@ -181,13 +183,13 @@ func TestStdlibEngineShutdownDrains(t *testing.T) {
 // and keeps the running one.
 func TestEngineChangeNeedsARestart(t *testing.T) {
 	a := newBackend(t, "A", nil)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	h := startSwitcher(t, "", []string{a.addr}, []string{a.addr}, &logs)
 	text, err := os.ReadFile(h.path)
 	must(t, err)
 	must(t, os.WriteFile(h.path, append(text, stdlibEngine...), 0o600))
 	must(t, h.sw.Reload("test"))
-	if got := logs.lines("needs a restart"); len(got) != 1 || !strings.Contains(got[0], "key=proxy.engine") {
+	if got := logs.Lines("needs a restart"); len(got) != 1 || !strings.Contains(got[0], "key=proxy.engine") {
 		t.Errorf("restart warnings: %q, want one for proxy.engine", got)
 	}
 	if e := h.sw.Config().Proxy.Engine; e != "turnout" {

@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // TestHandlerPanicLoggedAtError: a panic that net/http recovers in a
 // handler is logged at ERROR, not hidden at DEBUG.
 func TestHandlerPanicLoggedAtError(t *testing.T) {
-	var out syncBuffer
+	var out testlog.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Debug})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
 	srv.Config.ErrorLog = log.New(httpErrorLog{logger.Named("http")}, "", 0)
@@ -22,7 +23,7 @@ func TestHandlerPanicLoggedAtError(t *testing.T) {
 		resp.Body.Close()
 	}
 	srv.Close() // waits for the handler, and so for its log line
-	if len(out.lines("[ERROR] http: http: panic serving")) != 1 || len(out.lines("boom")) == 0 {
-		t.Errorf("want the panic at ERROR:\n%s", out.lines(""))
+	if len(out.Lines("[ERROR] http: http: panic serving")) != 1 || len(out.Lines("boom")) == 0 {
+		t.Errorf("want the panic at ERROR:\n%s", out.Lines(""))
 	}
 }

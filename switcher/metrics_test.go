@@ -2,7 +2,6 @@ package switcher
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testlog"
 	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 )
@@ -202,30 +201,6 @@ func TestMetricsHeldRequestEndingInTheMaintenancePage(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the handler goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines(substr string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 func TestAccessLog(t *testing.T) {
 	app := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/missing" {
@@ -252,7 +227,7 @@ servers = ["` + testsock.FreeAddr(t) + `"]
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { store.Close() })
-		var logs syncBuffer
+		var logs testlog.Buffer
 		sw, err := New(Options{Config: cfg, Store: store, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})})
 		if err != nil {
 			t.Fatal(err)
@@ -263,7 +238,7 @@ servers = ["` + testsock.FreeAddr(t) + `"]
 
 		do(t, http.MethodGet, front.URL+"/hello?x=1", "")
 		do(t, http.MethodGet, front.URL+"/missing", "")
-		lines := logs.lines("access:")
+		lines := logs.Lines("access:")
 		if !on {
 			if len(lines) != 0 {
 				t.Errorf("access_log off logged %q", lines)

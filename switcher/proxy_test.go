@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnout/turnout/api"
 	"github.com/turnout/turnout/config"
+	"github.com/turnout/turnout/internal/testlog"
 	"github.com/turnout/turnout/internal/testsock"
 	"github.com/turnout/turnout/state"
 )
@@ -91,7 +92,7 @@ type harness struct {
 
 // startSwitcher serves a config made of base settings and the two pools;
 // with logs, the switcher logs there at info level.
-func startSwitcher(t testing.TB, base string, poolA, poolB []string, logs ...*syncBuffer) *harness {
+func startSwitcher(t testing.TB, base string, poolA, poolB []string, logs ...*testlog.Buffer) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	sock := testsock.ShortDir(t)

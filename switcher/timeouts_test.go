@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testlog"
 )
 
 // stallingBackend answers every request with a head announcing 5000 bytes
@@ -70,7 +72,7 @@ func getHead(t *testing.T, addr, req string, n int) (net.Conn, *bufio.Reader) {
 // at once, TestClientsThatLeaveReleaseBothConnections shows.)
 func TestStalledUpstreamIsCut(t *testing.T) {
 	a, released := stallingBackend(t)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	for i, req := range []string{leanStall, netHTTPStall} {
 		c, br := getHead(t, h.addrs.Proxy[0], req, 100)
@@ -90,7 +92,7 @@ func TestStalledUpstreamIsCut(t *testing.T) {
 // before the stall reached them at once too.
 func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 	a, released := stallingBackend(t)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	h := startSwitcher(t, "access_log = true\n[proxy]\nupstream_read_timeout = \"1h\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	before := openFiles(t)
 	const clients = 50
@@ -118,9 +120,9 @@ func TestClientsThatLeaveReleaseBothConnections(t *testing.T) {
 }
 
 // accessLines returns the access log lines that hold every one of want.
-func accessLines(logs *syncBuffer, want ...string) []string {
+func accessLines(logs *testlog.Buffer, want ...string) []string {
 	var out []string
-	for _, line := range logs.lines("access: request:") {
+	for _, line := range logs.Lines("access: request:") {
 		all := true
 		for _, w := range want {
 			all = all && strings.Contains(line, w)
@@ -153,7 +155,7 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 		}
 		io.WriteString(w, "whole")
 	})
-	var logs syncBuffer
+	var logs testlog.Buffer
 	h := startSwitcher(t, "access_log = true\n[proxy]\nclient_body_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr}, &logs)
 	for i, req := range []string{
 		"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
@@ -376,7 +378,7 @@ func readWSFrame(r *bufio.Reader) (op byte, payload []byte, masked bool, err err
 func TestDrainCutsRequestsLeftInFlight(t *testing.T) {
 	a, released := stallingBackend(t)
 	b := newBackend(t, "B", nil)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	base := "access_log = true\n" + strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "1s"`, 1) + "upstream_read_timeout = \"1h\"\n"
 	h := startSwitcher(t, base, []string{a.addr}, []string{b.addr}, &logs)
 	var conns []*bufio.Reader
