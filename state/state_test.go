@@ -399,28 +399,10 @@ var corruptFiles = []struct {
 		})
 	}},
 	{"history record is not JSON", func(t *testing.T, path string) {
-		writeBolt(t, path, func(tx *bolt.Tx) error {
-			if _, err := tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			h, err := tx.CreateBucket(bucketHistory)
-			if err != nil {
-				return err
-			}
-			return h.Put(idKey(1), []byte("\x00\x01garbage"))
-		})
+		writeHistoryEntry(t, path, idKey(1), []byte("\x00\x01garbage"))
 	}},
 	{"history key is not an ID", func(t *testing.T, path string) {
-		writeBolt(t, path, func(tx *bolt.Tx) error {
-			if _, err := tx.CreateBucket(bucketMeta); err != nil {
-				return err
-			}
-			h, err := tx.CreateBucket(bucketHistory)
-			if err != nil {
-				return err
-			}
-			return h.Put([]byte("one"), []byte(`{"id":1}`))
-		})
+		writeHistoryEntry(t, path, []byte("one"), []byte(`{"id":1}`))
 	}},
 	{"active pool is garbage", func(t *testing.T, path string) {
 		writeBolt(t, path, func(tx *bolt.Tx) error {
@@ -852,4 +834,20 @@ func overwriteMeta(t *testing.T, path string) {
 	if _, err := f.WriteAt(randomBytes(t, 2*os.Getpagesize()), 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// writeHistoryEntry writes a state file whose history holds one entry, key
+// and value as given.
+func writeHistoryEntry(t *testing.T, path string, key, value []byte) {
+	t.Helper()
+	writeBolt(t, path, func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucket(bucketMeta); err != nil {
+			return err
+		}
+		h, err := tx.CreateBucket(bucketHistory)
+		if err != nil {
+			return err
+		}
+		return h.Put(key, value)
+	})
 }

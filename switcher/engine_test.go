@@ -1,7 +1,6 @@
 package switcher
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/internal/testlog"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // stdlibEngine is the config line that serves listen with net/http alone.
@@ -22,13 +22,8 @@ const stdlibEngine = "[proxy]\nengine = \"stdlib\"\n"
 // request in kind, the lean front always with HTTP/1.1.
 func rawProto(t *testing.T, addr string) (proto string, status int) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-	must(t, err)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	_, br := testsock.Send(t, addr, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
 	resp.Body.Close()
 	return resp.Proto, resp.StatusCode
@@ -108,23 +103,12 @@ func TestStdlibEngineH2CAndClientTimeouts(t *testing.T) {
 		t.Fatalf("h2c: %s %d %q, want HTTP/2 200 from A", resp.Proto, resp.StatusCode, body)
 	}
 
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
-	must(t, err)
+	c, _ := testsock.Send(t, h.addrs.Proxy[0], "GET / HTTP/1.1\r\nHost: x\r\n")
 	if n, err := io.Copy(io.Discard, c); err != nil || n != 0 {
 		t.Fatalf("a head left unfinished: read %d bytes (%v); want the connection closed without an answer", n, err)
 	}
 
-	c, err = net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("y", 1000))
-	must(t, err)
-	br := bufio.NewReader(c)
+	_, br := testsock.Send(t, h.addrs.Proxy[0], "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("y", 1000))
 	resp, err = http.ReadResponse(br, nil)
 	must(t, err)
 	io.Copy(io.Discard, resp.Body)

@@ -123,11 +123,8 @@ func TestFrontAnswersBeforeAPartialNextHead(t *testing.T) {
 		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\nGET /b HTTP/1.1\r\nHo",
 		"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\n\r\nGET /b HTTP/1.1\r\nHo",
 	} {
-		c, err := net.Dial("tcp", h.addrs.Proxy[0])
-		must(t, err)
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, raw)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c, br := testsock.Send(t, h.addrs.Proxy[0], raw)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Errorf("%q: no answer: %v", raw, err)
 		} else if b, _ := io.ReadAll(resp.Body); string(b) != "/a" {
@@ -136,12 +133,7 @@ func TestFrontAnswersBeforeAPartialNextHead(t *testing.T) {
 		c.Close()
 	}
 
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
+	c, br := testsock.Send(t, h.addrs.Proxy[0], "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
 	io.ReadAll(resp.Body)
@@ -158,10 +150,7 @@ func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
 	a.stop()
 	b := newBackend(t, "B", nil)
 	h := startSwitcher(t, fastChecks+`hold_timeout = "60s"`, []string{a.addr}, []string{b.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	_, err = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
-	must(t, err)
+	c, _ := testsock.Send(t, h.addrs.Proxy[0], "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
 	waitFor(t, "the request to be held", func() bool { return h.sw.Held() == 1 })
 	c.Close()
 	waitFor(t, "the held request to end with its client", func() bool { return h.sw.Held() == 0 })
@@ -173,13 +162,7 @@ func TestFrontNoticesAHeldClientLeaving(t *testing.T) {
 func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
 	a := newBackend(t, "A", nil)
 	h := startSwitcher(t, "[proxy]\nclient_body_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n0123456789")
-	must(t, err)
-	br := bufio.NewReader(c)
+	c, br := testsock.Send(t, h.addrs.Proxy[0], "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n0123456789")
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
 	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {

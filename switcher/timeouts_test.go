@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/internal/testlog"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // stallingBackend answers every request with a head announcing 5000 bytes
@@ -49,12 +50,7 @@ var (
 // the first n bytes of its body.
 func getHead(t *testing.T, addr, req string, n int) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	must(t, err)
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.WriteString(c, req)
-	must(t, err)
-	br := bufio.NewReader(c)
+	c, br := testsock.Send(t, addr, req)
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
 	if resp.StatusCode != http.StatusOK || resp.ContentLength != 5000 {
@@ -161,13 +157,7 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 		"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
 		"POST /large HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("y", 1000),
 	} {
-		c, err := net.Dial("tcp", h.addrs.Proxy[0])
-		must(t, err)
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		_, err = io.WriteString(c, req)
-		must(t, err)
-		br := bufio.NewReader(c)
+		_, br := testsock.Send(t, h.addrs.Proxy[0], req)
 		resp, err := http.ReadResponse(br, nil)
 		must(t, err)
 		io.Copy(io.Discard, resp.Body)
