@@ -36,8 +36,8 @@ type Timeouts struct {
 	Header, Body, Idle time.Duration
 }
 
-// DefaultTimeouts are the Timeouts of a daemon.
-var DefaultTimeouts = Timeouts{Header: 10 * time.Second, Body: 10 * time.Second, Idle: 60 * time.Second}
+// defaultTimeouts are the Timeouts of a daemon.
+var defaultTimeouts = Timeouts{Header: 10 * time.Second, Body: 10 * time.Second, Idle: 60 * time.Second}
 
 // Server serves the control API, the metrics and the status page of one
 // daemon; its handlers call the Switcher's exported methods only.
@@ -50,7 +50,8 @@ type Server struct {
 // Options configure a Server.
 type Options struct {
 	Logger hclog.Logger
-	// Timeouts; the zero value means DefaultTimeouts.
+	// Timeouts; a zero field means the daemon's: 10 s for a head, 10 s for
+	// a body, 60 s idle.
 	Timeouts Timeouts
 }
 
@@ -59,8 +60,17 @@ func New(sw *switcher.Switcher, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	if o.Timeouts == (Timeouts{}) {
-		o.Timeouts = DefaultTimeouts
+	for _, d := range []struct {
+		set *time.Duration
+		def time.Duration
+	}{
+		{&o.Timeouts.Header, defaultTimeouts.Header},
+		{&o.Timeouts.Body, defaultTimeouts.Body},
+		{&o.Timeouts.Idle, defaultTimeouts.Idle},
+	} {
+		if *d.set <= 0 {
+			*d.set = d.def
+		}
 	}
 	return &Server{sw: sw, logger: o.Logger, timeouts: o.Timeouts}
 }

@@ -218,7 +218,6 @@ func (d *ctlDaemon) waitIdle(t *testing.T) {
 	deadline := time.After(10 * time.Second)
 	for d.sw.Status().Switching != nil {
 		select {
-		case <-d.sw.Changed():
 		case <-time.After(20 * time.Millisecond):
 		case <-deadline:
 			t.Fatal("the switch did not end within 10s")
@@ -580,4 +579,14 @@ func TestControlConnectionsTimeOut(t *testing.T) {
 		}
 	}
 	t.Fatalf("the stream ended without a result: %v", sc.Err())
+}
+
+// A timeout left out of Options is the daemon's, not zero (a zero body
+// timeout would end every request with a body at once).
+func TestUnsetTimeoutsAreTheDaemons(t *testing.T) {
+	got := New(nil, Options{Timeouts: Timeouts{Header: time.Second}}).timeouts
+	want := Timeouts{Header: time.Second, Body: defaultTimeouts.Body, Idle: defaultTimeouts.Idle}
+	if got != want {
+		t.Fatalf("timeouts %+v, want %+v", got, want)
+	}
 }

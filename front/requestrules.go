@@ -17,7 +17,7 @@ import (
 // client's request head beyond what net/http refuses, written once here.
 // vetHead applies them to a raw head; the front's parser takes no head that
 // vetHead refuses (it leaves such a head to net/http, on a vettedConn that
-// refuses it); CheckRequest applies those a parsed request still shows to
+// refuses it); RefuseBadTarget applies those a parsed request still shows to
 // the requests that net/http parsed on its own (TLS, HTTP/2).
 //
 // The framing rules close the request smuggling class: a head whose body
@@ -180,11 +180,11 @@ func headLine(b []byte) (line, rest []byte) {
 	return line, rest
 }
 
-// CheckRequest applies to a request that net/http parsed the rules that
-// its parsed form still shows (see vetHead for the others): 405 for
-// CONNECT, 400 for a target the rules refuse. It answers and reports true
-// when it refuses r.
-func CheckRequest(w http.ResponseWriter, r *http.Request) bool {
+// RefuseBadTarget refuses, answering it, a request that net/http parsed and
+// that breaks the rules its parsed form still shows (see vetHead for the
+// others): 405 for CONNECT, 400 for a target the rules refuse. It reports
+// whether it refused r.
+func RefuseBadTarget(w http.ResponseWriter, r *http.Request) bool {
 	status, why := 0, ""
 	if r.Method == http.MethodConnect {
 		status, why = http.StatusMethodNotAllowed, "CONNECT is not served: turnout is a reverse proxy, not a tunnel"
@@ -227,9 +227,12 @@ type vettedConn struct {
 // ln with net/http's server alone (the "stdlib" engine), from the first
 // byte of each connection. HTTP/2 prior knowledge and upgrades go through
 // unvetted after their first head, as on a hand-over; the rules the parsed
-// request still shows are CheckRequest's, in the handler. Closing the
+// request still shows are RefuseBadTarget's, in the handler. Closing the
 // listener closes ln.
 func Vet(ln net.Listener, logger hclog.Logger) net.Listener {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
 	return vetListener{ln, logger}
 }
 

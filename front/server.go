@@ -62,6 +62,9 @@ type Options struct {
 
 // New returns a Server for o, with o.Std serving what it hands over.
 func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
 	f := &Server{
 		logger: o.Logger, handler: o.Handler, std: o.Std, headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout, bodyTimeout: o.BodyTimeout,
 		handoff: newHandoffListener(), conns: make(map[*frontConn]struct{}),

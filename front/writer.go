@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/turnout/turnout/upstream"
+	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // frontWriter is the front's http.ResponseWriter: identity framing when the
@@ -71,7 +71,7 @@ func (w *frontWriter) WriteHeader(code int) {
 		return
 	}
 	_, date := w.header["Date"]
-	w.writeHead(code, &upstream.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
+	w.writeHead(code, &httpsyntax.Fields{Date: date, Length: len(w.header["Content-Length"]) > 0})
 }
 
 // RawHeaderWriter is a ResponseWriter that can send an upstream response's
@@ -79,13 +79,13 @@ func (w *frontWriter) WriteHeader(code int) {
 // of from its Header map. WriteRawHeader reports false when it cannot (an
 // informational status); the caller then uses the Header map.
 type RawHeaderWriter interface {
-	WriteRawHeader(code int, fields upstream.Fields) bool
+	WriteRawHeader(code int, fields httpsyntax.Fields) bool
 }
 
 // WriteRawHeader is WriteHeader for an upstream response whose fields come
 // as sent, less the hop-by-hop ones: they are written as they are, then the
 // header map's and the front's own.
-func (w *frontWriter) WriteRawHeader(code int, h upstream.Fields) bool {
+func (w *frontWriter) WriteRawHeader(code int, h httpsyntax.Fields) bool {
 	if code < 200 {
 		return false
 	}
@@ -105,7 +105,7 @@ func (w *frontWriter) takeBuffer() {
 
 // writeHead writes the status line, raw's fields, the header map's and the
 // framing and Date fields the response needs.
-func (w *frontWriter) writeHead(code int, raw *upstream.Fields) {
+func (w *frontWriter) writeHead(code int, raw *httpsyntax.Fields) {
 	w.takeBuffer()
 	w.wroteHeader, w.status = true, code
 	h := w.header

@@ -1,7 +1,9 @@
-// Package pool owns one upstream pool: its servers, their transports and
-// in-flight counters, smooth weighted round robin over the servers that are up,
-// passive failure marking and draining. It knows nothing of which pool is
-// active, of switches or of the front handler; those belong to switcher.
+// Package pool owns one upstream pool: its servers and their in-flight
+// counters, smooth weighted round robin over the servers that are up, each
+// server's admission limit and slow start, the line of requests waiting for
+// a server, passive failure marking and draining. It speaks no HTTP (each
+// server's clients are package upstream's) and knows nothing of which pool
+// is active, of switches or of the front handler; those belong to switcher.
 package pool
 
 import (

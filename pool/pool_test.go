@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnout/turnout/config"
 	"github.com/turnout/turnout/healthcheck"
+	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/upstream"
 )
 
@@ -190,7 +191,7 @@ func TestDrainTimeoutReportsRequestsLeft(t *testing.T) {
 }
 
 // exchange is Server.Exchange with a Reply of its own.
-func exchange(s *Server, req *http.Request, msg []byte) (*http.Response, upstream.Fields, error) {
+func exchange(s *Server, req *http.Request, msg []byte) (*http.Response, httpsyntax.Fields, error) {
 	reply := new(upstream.Reply)
 	err := s.Exchange(req, msg, reply)
 	return reply.Response, reply.Fields, err

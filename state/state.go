@@ -2,9 +2,8 @@
 // the state file): the active pool, the maintenance flag and the switch
 // history, kept in one bbolt file whose transactions all go through Store,
 // and a one-line second record of the active pool beside it for when that
-// file is damaged. It knows
-// nothing of pools, the proxy or the config; callers decide what to store
-// and when.
+// file is damaged. It knows nothing of pools, the proxy or the config;
+// callers decide what to store and when.
 package state
 
 import (

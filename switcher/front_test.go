@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -274,56 +272,6 @@ func BenchmarkFront(b *testing.B) {
 			}
 		}
 	})
-}
-
-// BenchmarkFrontConnectionStack reports the stack that a kept-alive client
-// connection holds once it has been served: each iteration opens 500
-// connections, sends one request on each, and counts the stack bytes that
-// appeared, with the GC off (a GC shrinks stacks and would hide a request
-// path that grows them). The whole request path, front to upstream read,
-// fits in a 4 KiB stack (see sendOnce in upstream/h1.go): about 4,000
-// stack-B/conn; 8,000 or more means that a change made it outgrow one.
-// Read it without -race, whose instrumentation makes every frame larger.
-func BenchmarkFrontConnectionStack(b *testing.B) {
-	h := startBenchFront(b)
-	const conns = 500
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	var perConn float64
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		cs := make([]net.Conn, 0, conns)
-		for range conns {
-			c, err := net.Dial("tcp", h.addrs.Proxy[0])
-			if err != nil {
-				b.Fatal(err)
-			}
-			cs = append(cs, c)
-			if _, err := io.WriteString(c, benchReq); err != nil {
-				b.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-		}
-		runtime.ReadMemStats(&after)
-		perConn += float64(after.StackInuse-before.StackInuse) / conns
-		// The connections' goroutines must be gone, stacks and all, before
-		// the next iteration counts; a few others (health checks, a
-		// backend's connection) may come and go meanwhile.
-		open := runtime.NumGoroutine()
-		for _, c := range cs {
-			c.Close()
-		}
-		for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > open-conns+10; runtime.Gosched() {
-			if time.Now().After(deadline) {
-				b.Fatalf("%d goroutines, %d with the connections open", runtime.NumGoroutine(), open)
-			}
-		}
-	}
-	b.ReportMetric(perConn/float64(b.N), "stack-B/conn")
 }
 
 // An answer to a pipelined request goes out when it is ready, not with the

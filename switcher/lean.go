@@ -224,7 +224,7 @@ func (s *Switcher) serveLean(w http.ResponseWriter, r *http.Request, onError fun
 // write. fields must be written before the body is read: they are in the
 // upstream connection's buffer. It reports whether the body is an event
 // stream.
-func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields upstream.Fields, scratch []byte) (eventStream bool) {
+func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fields httpsyntax.Fields, scratch []byte) (eventStream bool) {
 	if fields.HopByHop {
 		fields = endToEnd(fields.Raw, scratch)
 	}
@@ -247,11 +247,11 @@ func (s *Switcher) writeRawHead(w http.ResponseWriter, resp *http.Response, fiel
 // endToEnd copies into scratch the field lines of raw that are not
 // hop-by-hop (RFC 9110 section 7.6.1): neither one of the hop-by-hop
 // fields nor one a Connection field names.
-func endToEnd(raw, scratch []byte) upstream.Fields {
+func endToEnd(raw, scratch []byte) httpsyntax.Fields {
 	var connection [][]byte // the Connection fields' values
 	kept := scratch[:0]
 	for rest := raw; len(rest) > 0; {
-		eol := bytes.IndexByte(rest, '\n') + 1 // pool checked the fields: each line ends in CRLF, has a colon
+		eol := bytes.IndexByte(rest, '\n') + 1 // upstream checked the fields: each line ends in CRLF, has a colon
 		line := rest[:eol]
 		rest = rest[eol:]
 		colon := bytes.IndexByte(line, ':')
@@ -262,7 +262,7 @@ func endToEnd(raw, scratch []byte) upstream.Fields {
 			kept = append(kept, line...)
 		}
 	}
-	return upstream.FieldsOf(dropListed(kept, connection))
+	return httpsyntax.FieldsOf(dropListed(kept, connection))
 }
 
 // dropListed removes from fields, in place, those a Connection field names

@@ -93,7 +93,7 @@ func (h *frontHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pm   *poolMetrics
 		note error // what the access log says of a request that failed
 	)
-	if rec != nil && front.CheckRequest(w, r) {
+	if rec != nil && front.RefuseBadTarget(w, r) {
 		// net/http parsed it (TLS, HTTP/2, a connection the front handed
 		// over): the request rules it may still break are checked here.
 		pm = s.mx.pools[noPool]

@@ -1,8 +1,12 @@
-// Package switcher is the turnout daemon: it owns the two pools, the pointer
-// to the active one, the front HTTP handler that holds requests while a pool
-// restarts, the switch protocol, config reloads and the control API. It drives
-// pool, healthcheck, state and pages, which never call back into it except
-// through the pool.Observer interface.
+// Package switcher is the turnout daemon's core: it owns the two pools, the
+// pointer to the active one, the HTTP handler that routes every request to
+// the active pool (a lean path and httputil.ReverseProxy) and holds requests
+// while a pool restarts, the switch protocol, pauses, config reloads and the
+// watch, metrics and the access log. It drives front, upstream, pool,
+// healthcheck, state and pages, which call back into it only through
+// http.Handler and pool.Observer. The admin surface (control API, status
+// page) is package control's, which drives the Switcher through its
+// exported methods.
 package switcher
 
 import (
@@ -216,10 +220,6 @@ func (s *Switcher) Config() *config.Config { return s.settings.Load().cfg }
 
 // Active returns the name of the active pool.
 func (s *Switcher) Active() string { return s.active.Load().Name() }
-
-// Changed returns a channel that is closed at the next change of a
-// server's state, of the active pool or of a switch's progress.
-func (s *Switcher) Changed() <-chan struct{} { return s.changed.wait() }
 
 // StatePath is the path of the state file.
 func (s *Switcher) StatePath() string { return s.store.Path() }

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/turnout/turnout/internal/deadline"
+	"github.com/turnout/turnout/internal/httpsyntax"
 )
 
 // Client is the lean HTTP/1.1 client to one server. Unlike http.Transport
@@ -292,6 +293,7 @@ var errGone = errors.New("idle connection closed by the server")
 // without counting: nothing was sent on it. A failed exchange leaves no
 // response in reply.
 func (t *Client) Exchange(req *http.Request, msg []byte, reply *Reply) error {
+	reply.Response, reply.Fields = nil, httpsyntax.Fields{}
 	idempotent := Idempotent(req)
 	dropped := false
 	for attempt := 1; ; attempt++ {
@@ -307,7 +309,7 @@ func (t *Client) Exchange(req *http.Request, msg []byte, reply *Reply) error {
 		if err == nil {
 			return nil
 		}
-		reply.Response, reply.Fields = nil, Fields{} // a 1xx or 101 read before the error
+		reply.Response, reply.Fields = nil, httpsyntax.Fields{} // a 1xx or 101 read before the error
 		c.Close()
 		if err == errGone {
 			if err := req.Context().Err(); err != nil {
@@ -680,7 +682,7 @@ type Reply struct {
 	// would take the stack space of a dozen words at each of its levels:
 	// see sendOnce.)
 	Response *http.Response
-	Fields   Fields
+	Fields   httpsyntax.Fields
 
 	body h1Body
 }

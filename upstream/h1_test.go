@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout/turnout/internal/httpsyntax"
 	"github.com/turnout/turnout/internal/testsock"
 )
 
@@ -711,7 +712,7 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 }
 
 // exchange is Client.Exchange with a Reply of its own.
-func exchange(s *Client, req *http.Request, msg []byte) (*http.Response, Fields, error) {
+func exchange(s *Client, req *http.Request, msg []byte) (*http.Response, httpsyntax.Fields, error) {
 	reply := new(Reply)
 	err := s.Exchange(req, msg, reply)
 	return reply.Response, reply.Fields, err

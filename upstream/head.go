@@ -26,7 +26,7 @@ import (
 // The Client reads every response head with it, and the health checks
 // theirs.
 func ReadResponse(br *bufio.Reader, req *http.Request, reply *Reply) (bodyLen int64, err error) {
-	reply.Response, reply.Fields = nil, Fields{}
+	reply.Response, reply.Fields = nil, httpsyntax.Fields{}
 	head, err := peekHead(br)
 	if err != nil && err != errLongHead {
 		if err == io.EOF && br.Buffered() > 0 {
@@ -105,60 +105,14 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-// Fields are the header fields of a response parsed in place, as the
-// server sent them, with what a writer must know of them.
-type Fields struct {
-	// Raw holds the lines, "Name: value\r\n" each: names in any case,
-	// values checked but not trimmed. Nil when the response was not parsed
-	// in place.
-	Raw         []byte
-	Date        bool // a Date field is among them
-	Length      bool // a Content-Length field is among them
-	EventStream bool // the first Content-Type is text/event-stream
-	HopByHop    bool // some are hop-by-hop: to be left out when forwarded
-	typed       bool // a Content-Type was seen
-}
-
-// FieldsOf returns the Fields of raw, field lines that the parser checked
-// (a subset of a response's, say).
-func FieldsOf(raw []byte) Fields {
-	f := Fields{Raw: raw}
-	for rest := raw; len(rest) > 0; {
-		eol := bytes.IndexByte(rest, '\n') + 1
-		line := rest[:eol-2]
-		rest = rest[eol:]
-		colon := bytes.IndexByte(line, ':')
-		f.add(httpsyntax.FieldKind(line[:colon]), line[colon+1:])
-	}
-	return f
-}
-
-// add records what a field of kind k with value v tells a writer.
-func (f *Fields) add(k int, v []byte) {
-	switch k {
-	case httpsyntax.OtherField:
-	case httpsyntax.DateField:
-		f.Date = true
-	case httpsyntax.LengthField:
-		f.Length = true
-	case httpsyntax.TypeField:
-		if !f.typed { // the first one counts, as for Header.Get
-			f.typed = true
-			f.EventStream = bytes.HasPrefix(httpsyntax.TrimSpace(v), []byte("text/event-stream"))
-		}
-	default: // the hop-by-hop kinds
-		f.HopByHop = true
-	}
-}
-
 // parseResponseHead parses a response head into resp: what
 // http.ReadResponse would make of it, but with Header and Body nil, the
 // header fields being left as sent, in *into. It reports false, leaving
 // resp and *into alone, when the response is not one it takes (see
 // ReadResponse). bodyLen is the length of the body that follows the head.
 // (Its results are few and small on purpose: see sendOnce in h1.go.)
-func parseResponseHead(head []byte, req *http.Request, resp *http.Response, into *Fields) (bodyLen int64, ok bool) {
-	var fields Fields
+func parseResponseHead(head []byte, req *http.Request, resp *http.Response, into *httpsyntax.Fields) (bodyLen int64, ok bool) {
+	var fields httpsyntax.Fields
 	// peekHead checked that every line ends in CRLF. An empty first line
 	// ("\r\n\r\n") gives eol 0, an empty status line, which the check
 	// below rejects.
@@ -201,7 +155,7 @@ func parseResponseHead(head []byte, req *http.Request, resp *http.Response, into
 		case httpsyntax.ConnectionField:
 			closing = closing || httpsyntax.HasToken(field[colon+1:], "close")
 		}
-		fields.add(kind, field[colon+1:])
+		fields.Add(kind, field[colon+1:])
 	}
 	bodyLen = length
 	switch {

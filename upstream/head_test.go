@@ -80,7 +80,7 @@ func headerOf(fields []byte, closing bool) http.Header {
 // parsed is parseResponseHead with the header fields made into a Header.
 func parsed(head string, req *http.Request) *http.Response {
 	resp := new(http.Response)
-	var fields Fields
+	var fields httpsyntax.Fields
 	_, ok := parseResponseHead([]byte(head), req, resp, &fields)
 	if !ok {
 		return nil
@@ -88,8 +88,8 @@ func parsed(head string, req *http.Request) *http.Response {
 	if !strings.HasSuffix(head, string(fields.Raw)+"\r\n") {
 		panic("fields are not the head's")
 	}
-	if want := flagsOf(headerOf(fields.Raw, false)); flagsOf(fields) != want || flagsOf(FieldsOf(fields.Raw)) != want {
-		panic(fmt.Sprintf("%q: flags %+v, FieldsOf's %+v, want %+v", head, flagsOf(fields), flagsOf(FieldsOf(fields.Raw)), want))
+	if want := flagsOf(headerOf(fields.Raw, false)); flagsOf(fields) != want || flagsOf(httpsyntax.FieldsOf(fields.Raw)) != want {
+		panic(fmt.Sprintf("%q: flags %+v, FieldsOf's %+v, want %+v", head, flagsOf(fields), flagsOf(httpsyntax.FieldsOf(fields.Raw)), want))
 	}
 	resp.Header = headerOf(fields.Raw, resp.Close)
 	return resp
@@ -101,7 +101,7 @@ type fieldFlags struct{ date, length, eventStream, hopByHop bool }
 // flagsOf returns the flags of Fields, or those a Header should give.
 func flagsOf(of any) fieldFlags {
 	switch x := of.(type) {
-	case Fields:
+	case httpsyntax.Fields:
 		return fieldFlags{x.Date, x.Length, x.EventStream, x.HopByHop}
 	case http.Header:
 		hop := false

@@ -15,9 +15,9 @@ const module = "github.com/turnout/turnout/"
 
 // TestImportsFollowTheArchitecture reads the package table of
 // docs/ARCHITECTURE.md and fails when a package's code imports a turnout
-// package that its row does not list, when a package has no row, or when a
-// row names a package that does not exist: the document and the code
-// cannot drift apart.
+// package that its row does not list or lists one it does not import, when
+// a package has no row, or when a row names a package that does not exist:
+// the document and the code cannot drift apart.
 func TestImportsFollowTheArchitecture(t *testing.T) {
 	root := filepath.Join("..", "..")
 	allowed := documented(t, filepath.Join(root, "docs", "ARCHITECTURE.md"))
@@ -26,6 +26,7 @@ func TestImportsFollowTheArchitecture(t *testing.T) {
 			t.Errorf("docs/ARCHITECTURE.md names package %s, which does not exist", pkg)
 		}
 	}
+	used := map[string][]string{} // by row: what its packages import
 	for pkg, imports := range actual(t, root) {
 		row, ok := rowOf(allowed, pkg)
 		if !ok {
@@ -35,6 +36,14 @@ func TestImportsFollowTheArchitecture(t *testing.T) {
 		for _, imp := range imports {
 			if !slices.Contains(allowed[row], imp) {
 				t.Errorf("%s imports %s, which its row in docs/ARCHITECTURE.md does not allow", pkg, imp)
+			}
+			used[row] = append(used[row], imp)
+		}
+	}
+	for row, imports := range allowed {
+		for _, imp := range imports {
+			if !slices.Contains(used[row], imp) {
+				t.Errorf("docs/ARCHITECTURE.md says %s imports %s, which it does not", row, imp)
 			}
 		}
 	}

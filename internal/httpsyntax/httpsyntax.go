@@ -278,3 +278,50 @@ func FieldKind[T Text](name T) int {
 	}
 	return OtherField
 }
+
+// Fields are the header fields of a message as its sender wrote them (an
+// upstream response that upstream parsed in place), with what a writer
+// must know of them: front writes them to the client as they are.
+type Fields struct {
+	// Raw holds the lines, "Name: value\r\n" each: names in any case,
+	// values checked but not trimmed. Nil when the response was not parsed
+	// in place.
+	Raw         []byte
+	Date        bool // a Date field is among them
+	Length      bool // a Content-Length field is among them
+	EventStream bool // the first Content-Type is text/event-stream
+	HopByHop    bool // some are hop-by-hop: to be left out when forwarded
+	typed       bool // a Content-Type was seen
+}
+
+// FieldsOf returns the Fields of raw, field lines that the parser checked
+// (a subset of a response's, say).
+func FieldsOf(raw []byte) Fields {
+	f := Fields{Raw: raw}
+	for rest := raw; len(rest) > 0; {
+		eol := bytes.IndexByte(rest, '\n') + 1
+		line := rest[:eol-2]
+		rest = rest[eol:]
+		colon := bytes.IndexByte(line, ':')
+		f.Add(FieldKind(line[:colon]), line[colon+1:])
+	}
+	return f
+}
+
+// Add records what a field of kind k with value v tells a writer.
+func (f *Fields) Add(k int, v []byte) {
+	switch k {
+	case OtherField:
+	case DateField:
+		f.Date = true
+	case LengthField:
+		f.Length = true
+	case TypeField:
+		if !f.typed { // the first one counts, as for Header.Get
+			f.typed = true
+			f.EventStream = bytes.HasPrefix(TrimSpace(v), []byte("text/event-stream"))
+		}
+	default: // the hop-by-hop kinds
+		f.HopByHop = true
+	}
+}
