@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // TestTimeouts: an upstream that never answers gets the 504 page after
@@ -117,18 +119,7 @@ func TestSigtermWithStalledTraffic(t *testing.T) {
 	c.Proxy = "upstream_timeout = \"1h\"\nupstream_read_timeout = \"1h\"\nclient_body_timeout = \"1h\""
 	d := serveDaemon(t, writeCfg(t, c), c)
 
-	send := func(req string) (net.Conn, *bufio.Reader) {
-		conn, err := net.Dial("tcp", c.Listen)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		if _, err := io.WriteString(conn, req); err != nil {
-			t.Fatal(err)
-		}
-		return conn, bufio.NewReader(conn)
-	}
+	send := func(req string) (net.Conn, *bufio.Reader) { return testsock.Send(t, c.Listen, req) }
 	head100 := func(br *bufio.Reader) {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {

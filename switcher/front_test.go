@@ -181,15 +181,11 @@ func TestFrontEndsAConnectionWhoseBodyStopsShort(t *testing.T) {
 func TestFrontClosesAConnectionIdleTooLong(t *testing.T) {
 	a := newBackend(t, "A", nil)
 	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"200ms\"\n", []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := testsock.Send(t, h.addrs.Proxy[0], "")
 	var sent time.Time // the last request's: its end is later, and the wait counts from that
 	for i := range 3 {
 		sent = time.Now()
-		_, err = io.WriteString(c, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, err := io.WriteString(c, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
 		must(t, err)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -329,11 +325,7 @@ func TestFrontKeepsTheIdleTimeoutAfterASplitCRLF(t *testing.T) {
 		io.WriteString(w, r.URL.Path)
 	})
 	h := startSwitcher(t, "[proxy]\nclient_header_timeout = \"200ms\"\nclient_idle_timeout = \"10s\"\n", []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
+	c, br := testsock.Send(t, h.addrs.Proxy[0], "")
 	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r")
 	resp, err := http.ReadResponse(br, nil)
 	must(t, err)
@@ -552,10 +544,7 @@ func TestFrontKeepsAConnectionAfterASlowLargeRequest(t *testing.T) {
 		io.WriteString(w, r.URL.Path)
 	})
 	h := startSwitcher(t, "[proxy]\nclient_idle_timeout = \"300ms\"\n", []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c, _ := testsock.Send(t, h.addrs.Proxy[0], "")
 	body := strings.Repeat("b", 6000) // more than the front's buffer: served outside
 	fmt.Fprintf(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	br := bufio.NewReader(c)

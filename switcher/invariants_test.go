@@ -108,10 +108,7 @@ func TestInvariantALeanGETAllocatesTwice(t *testing.T) {
 		t.Skip("-race allocates on its own; scripts/test runs this test without it")
 	}
 	h := startSwitcher(t, "", []string{rawHelloBackend(t)}, []string{rawHelloBackend(t)})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	c, _ := testsock.Send(t, h.addrs.Proxy[0], "")
 	req, buf, hello := []byte(benchReq), make([]byte, 1024), []byte("hello")
 	exchangeRaw(t, c, req, buf, hello) // the upstream connection is dialled, the pools filled
 	// AllocsPerRun counts the whole process's allocations and rounds down:

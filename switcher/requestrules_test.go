@@ -1,7 +1,6 @@
 package switcher
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/turnout/turnout/internal/deadline"
+	"github.com/turnout/turnout/internal/testsock"
 )
 
 // sendRaw writes raw on a new connection to addr and reads the answers
@@ -19,14 +19,8 @@ import (
 // the connection (rather than leaving it open past the read deadline).
 func sendRaw(t *testing.T, addr, raw string) (statuses []int, closed bool) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	br := bufio.NewReader(c)
+	c, br := testsock.Send(t, addr, raw)
+	c.SetDeadline(time.Now().Add(5 * time.Second)) // a connection left open answers no more within it
 	for {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {

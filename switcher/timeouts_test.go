@@ -179,20 +179,15 @@ func TestStalledRequestBodyGets408(t *testing.T) {
 func TestSlowRequestBodyWithinTheGapPasses(t *testing.T) {
 	a := newBackend(t, "A", nil)
 	h := startSwitcher(t, "[proxy]\nclient_body_timeout = \"1s\"\n", []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	_, err = io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-	must(t, err)
+	c, _ := testsock.Send(t, h.addrs.Proxy[0], "POST /slow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
 	tick := time.NewTicker(150 * time.Millisecond) // pacing, well under the gap
 	defer tick.Stop()
 	for range 10 {
 		<-tick.C
-		_, err = io.WriteString(c, "1\r\nz\r\n")
+		_, err := io.WriteString(c, "1\r\nz\r\n")
 		must(t, err)
 	}
-	_, err = io.WriteString(c, "0\r\n\r\n")
+	_, err := io.WriteString(c, "0\r\n\r\n")
 	must(t, err)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	must(t, err)
@@ -246,10 +241,7 @@ func TestWebsocketsGoAwayOverTheDrain(t *testing.T) {
 	results := make(chan result, sockets)
 	ready := make(chan struct{}, sockets)
 	for range sockets {
-		c, err := net.Dial("tcp", h.addrs.Proxy[0])
-		must(t, err)
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
+		c, _ := testsock.Send(t, h.addrs.Proxy[0], "")
 		fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 		br := bufio.NewReader(c)

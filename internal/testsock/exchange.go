@@ -61,8 +61,8 @@ func FreeAddr(t testing.TB) string {
 }
 
 // Send dials the TCP address addr, writes raw and returns the connection,
-// with a 10-second deadline for whatever the test reads next, and a reader
-// over it. The connection is closed when the test ends, if not before.
+// with a 30-second deadline (far past any timeout a test waits for: a
+// bound on a hung test, not a timing), and a reader over it. The connection is closed when the test ends, if not before.
 func Send(t testing.TB, addr, raw string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -70,7 +70,7 @@ func Send(t testing.TB, addr, raw string) (net.Conn, *bufio.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
