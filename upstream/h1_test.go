@@ -567,12 +567,7 @@ func TestLeanPathReadsOddlyFramedResponses(t *testing.T) {
 		{"framed twice", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, accepted := testsock.Serve(t, func(_ int64, c net.Conn) {
-				defer c.Close()
-				for readRequest(c) {
-					io.WriteString(c, tc.answer)
-				}
-			})
+			addr, accepted := answering(t, tc.answer, true)
 			p := newTestClient(t, addr)
 			for i := range 2 {
 				if resp, body := send(t, p, "GET", "/", ""); resp.StatusCode != 200 || body != "hello" {
@@ -681,12 +676,7 @@ func TestLeanPathBoundsResponseHeads(t *testing.T) {
 		{"a 64 KiB field", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 64<<10) + "\r\nContent-Length: 2\r\n\r\nok", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, _ := testsock.Serve(t, func(_ int64, c net.Conn) {
-				defer c.Close()
-				if readRequest(c) {
-					io.WriteString(c, tc.answer)
-				}
-			})
+			addr, _ := answering(t, tc.answer, false)
 			p := newTestClient(t, addr)
 			req, _ := http.NewRequest("GET", "http://upstream/", nil)
 			resp, fields, err := exchange(p, req, []byte("GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
@@ -716,4 +706,19 @@ func exchange(s *Client, req *http.Request, msg []byte) (*http.Response, httpsyn
 	reply := new(Reply)
 	err := s.Exchange(req, msg, reply)
 	return reply.Response, reply.Fields, err
+}
+
+// answering is a server that answers each request read on a connection
+// with answer, as it is: every one on the connection when keep is set,
+// else the first one only.
+func answering(t *testing.T, answer string, keep bool) (addr string, accepted *atomic.Int64) {
+	return testsock.Serve(t, func(_ int64, c net.Conn) {
+		defer c.Close()
+		for readRequest(c) {
+			io.WriteString(c, answer)
+			if !keep {
+				return
+			}
+		}
+	})
 }
