@@ -2,6 +2,7 @@ package switcher
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -564,25 +565,42 @@ func TestFrontKeepsAConnectionAfterASlowLargeRequest(t *testing.T) {
 }
 
 // A shutdown whose drain time runs out closes the connection of a request
-// still with the upstream at once, not when the upstream answers.
+// still with the upstream at once, without an answer, not when the
+// upstream answers: on the lean front, and on a TLS listener, whose server
+// must have closed its clients before the upstream request is cut, or the
+// cut turns into a 504.
 func TestShutdownClosesAConnectionWhoseRequestIsInFlight(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		io.WriteString(w, "late")
-	})
-	defer close(release)
-	h := startSwitcher(t, strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "100ms"`, 1), []string{a.addr}, []string{a.addr})
-	c, err := net.Dial("tcp", h.addrs.Proxy[0])
-	must(t, err)
-	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-arrived
-	go h.stop()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(c); deadline.IsTimeout(err) || len(b) > 0 {
-		t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
+	certFile, keyFile, roots := selfSigned(t)
+	for _, listener := range []string{"lean", "TLS"} {
+		t.Run(listener, func(t *testing.T) {
+			arrived, release := make(chan struct{}), make(chan struct{})
+			a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
+				close(arrived)
+				<-release
+				io.WriteString(w, "late")
+			})
+			defer close(release)
+			h := startSwitcher(t, `tls_listen = ["127.0.0.1:0"]
+tls_cert = "`+certFile+`"
+tls_key = "`+keyFile+`"
+`+strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "100ms"`, 1), []string{a.addr}, []string{a.addr})
+			var c net.Conn
+			var err error
+			if listener == "TLS" {
+				c, err = tls.Dial("tcp", h.addrs.TLS[0], &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+			} else {
+				c, err = net.Dial("tcp", h.addrs.Proxy[0])
+			}
+			must(t, err)
+			defer c.Close()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			<-arrived
+			go h.stop()
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if b, err := io.ReadAll(c); deadline.IsTimeout(err) || len(b) > 0 {
+				t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
+			}
+		})
 	}
 }
 

@@ -14,11 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/turnout/turnout/internal/deadline"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key.
@@ -82,34 +79,5 @@ tls_key = "`+keyFile+`"
 		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(body) != "A GET" {
 			t.Fatalf("%s: %s %d %q, want HTTP/2 200 from A", c.name, resp.Proto, resp.StatusCode, body)
 		}
-	}
-}
-
-// On a TLS listener too, a shutdown whose drain time runs out closes the
-// connection of a request still with the upstream, without an answer: the
-// cut of the upstream request waits until the TLS server has closed its
-// clients, so that it cannot turn into a 504 first.
-func TestShutdownClosesATLSConnectionWhoseRequestIsInFlight(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	a := newBackend(t, "A", func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
-		<-release
-		io.WriteString(w, "late")
-	})
-	defer close(release)
-	certFile, keyFile, roots := selfSigned(t)
-	h := startSwitcher(t, `tls_listen = ["127.0.0.1:0"]
-tls_cert = "`+certFile+`"
-tls_key = "`+keyFile+`"
-`+strings.Replace(fastChecks, `drain_timeout = "10s"`, `drain_timeout = "100ms"`, 1), []string{a.addr}, []string{a.addr})
-	c, err := tls.Dial("tcp", h.addrs.TLS[0], &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
-	must(t, err)
-	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-arrived
-	go h.stop()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(c); deadline.IsTimeout(err) || len(b) > 0 {
-		t.Fatalf("the client saw %q, %v; want its connection closed while the upstream still works", b, err)
 	}
 }
