@@ -146,7 +146,7 @@ func (c *Client) Switch(ctx context.Context, body api.SwitchBody, events func(ap
 	var res api.SwitchResult
 	if body.NoWait {
 		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-			return res, fmt.Errorf("read the answer of %s: %w", c.addr, err)
+			return res, c.readError("/v1/switch", err)
 		}
 		return res, nil
 	}

@@ -182,24 +182,23 @@ func (s *Switcher) Serve(ctx context.Context, admin []Listener, ready func(Addrs
 			fr.Shutdown(sctx, aborting.Done)
 		}()
 	}
-	for _, srv := range proxies {
+	// shutdown ends srv's connections gracefully until the drain's time is
+	// up, then at once; then done.
+	shutdown := func(srv *http.Server, done func()) {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			defer aborting.Done()
 			if srv.Shutdown(sctx) != nil {
 				srv.Close()
 			}
+			done()
 		}()
 	}
+	for _, srv := range proxies {
+		shutdown(srv, aborting.Done)
+	}
 	for _, srv := range servers {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			if srv.Shutdown(sctx) != nil {
-				srv.Close()
-			}
-		}()
+		shutdown(srv, func() {})
 	}
 	for _, p := range s.pools {
 		swg.Add(1)
